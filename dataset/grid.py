@@ -1,0 +1,110 @@
+"""GRID sentences for LipNet: split lists, `.align` transcripts, and the videos they name.
+
+A split list holds one sample per line as `speaker/id` (longer paths such as LipNet-PyTorch's
+`s1/video/mpg_6000/bbaf2n` work too: the first part is the speaker, the last the id). Where the videos
+and alignments lie is given by patterns relative to `data.root`, e.g. `{speaker}/{id}.mpg` and
+`align/{speaker}/align/{id}.align`, so each of GRID's distributed layouts can be pointed at directly.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dataset.video import read_video
+from dataset.vocab import Vocabulary, grid_characters
+from utils.errors import DataError
+
+SILENCE = {"sil", "sp"}
+FRAME_UNITS = 1000  # GRID alignment times count 1000 units per video frame
+
+
+def read_split_list(path: str | Path) -> list[tuple[str, str]]:
+    entries = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        parts = line.strip().strip("/").split("/")
+        if not line.strip():
+            continue
+        if len(parts) < 2:
+            raise DataError(f"{path}:{number}: expected 'speaker/id', got {line.strip()!r}")
+        entries.append((parts[0], parts[-1]))
+    if not entries:
+        raise DataError(f"split list {path} names no samples")
+    return entries
+
+
+def read_alignment(path: Path) -> tuple[str, int]:
+    """The sentence (upper case, silences dropped) and the frame count an `.align` file covers."""
+    if not path.is_file():
+        raise DataError(f"alignment {path} does not exist")
+    words, end = [], 0
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+            raise DataError(f"{path}:{number}: expected 'start end word', got {line!r}")
+        end = max(end, int(parts[1]))
+        if parts[2] not in SILENCE:
+            words.append(parts[2].upper())
+    if not words:
+        raise DataError(f"alignment {path} holds no words")
+    return " ".join(words), max(1, round(end / FRAME_UNITS))
+
+
+class GridDataset(torch.utils.data.Dataset):
+    """Samples: dict(index, name, video C x T x H x W float, text, labels)."""
+
+    def __init__(self, data_cfg: dict[str, Any], split: str, train: bool, seed: int) -> None:
+        self.cfg = data_cfg
+        self.split = split
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.vocab: Vocabulary = grid_characters()
+        self.root = Path(data_cfg["root"])
+        self.entries = read_split_list(data_cfg[split])
+        self.texts, self.num_frames = [], []
+        for speaker, vid in self.entries:
+            text, frames = read_alignment(self.root / data_cfg["align_pattern"].format(speaker=speaker, id=vid))
+            self.vocab.encode(text, where=f"{speaker}/{vid}")
+            self.texts.append(text)
+            self.num_frames.append(frames)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def name(self, index: int) -> str:
+        return "/".join(self.entries[index])
+
+    def video_path(self, index: int) -> Path:
+        speaker, vid = self.entries[index]
+        return self.root / self.cfg["video_pattern"].format(speaker=speaker, id=vid)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        inp = self.cfg["input"]
+        frames = read_video(self.video_path(index), (inp["height"], inp["width"]), inp["max_frames"])
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)  # C x T x H x W
+        if inp["channel_order"] == "BGR":
+            video = video.flip(0)
+        if self.train and self._rng(index).random() < self.cfg["augmentation"]["horizontal_flip"]:
+            video = video.flip(-1)
+        text = self.texts[index]
+        return {
+            "index": index,
+            "name": self.name(index),
+            "video": video,
+            "text": text,
+            "labels": torch.tensor(self.vocab.encode(text), dtype=torch.long),
+        }
+
+    def _rng(self, index: int) -> random.Random:
+        # Augmentation draws depend only on (seed, epoch, sample), never on worker or process layout.
+        key = f"{self.seed}/{self.epoch}/{self.split}/{index}".encode()
+        return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))

@@ -1,0 +1,46 @@
+"""Video decoding with decord: only the frames asked for are decoded; failures name the file."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from utils.errors import DataError
+
+
+def read_video(
+    path: str | os.PathLike, size: tuple[int, int] | None = None, max_frames: int | None = None
+) -> np.ndarray:
+    """Frames of a video file as T x H x W x 3 uint8 RGB.
+
+    `size` (height, width) resizes while decoding; `max_frames` keeps that many frames spread evenly
+    over the video, in order.
+    """
+    import decord  # imported here so that importing the dataset package stays light
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"video {path} does not exist")
+    if path.stat().st_size == 0:
+        raise DataError(f"video {path} is empty (0 bytes)")
+    height, width = size if size else (-1, -1)
+    try:
+        reader = decord.VideoReader(str(path), width=width, height=height, num_threads=1)
+        count = len(reader)
+        if count == 0:
+            raise DataError(f"video {path} has no frames")
+        frames = reader.get_batch(list(sample_indices(count, max_frames))).asnumpy()
+    except DataError:
+        raise
+    except Exception as err:  # decord raises its own DECORDError and RuntimeErrors
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DataError(f"video {path} cannot be decoded: {reason}") from None
+    return frames
+
+
+def sample_indices(count: int, max_frames: int | None) -> Sequence[int]:
+    if max_frames is None or count <= max_frames:
+        return range(count)
+    return np.linspace(0, count - 1, max_frames).round().astype(int).tolist()

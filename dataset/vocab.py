@@ -1,0 +1,48 @@
+"""Token vocabularies for CTC targets (characters for lip reading, glosses for sign language)."""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from utils.errors import DataError
+
+BLANK = "<blank>"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Id 0 is the CTC blank. `joiner` glues decoded tokens: '' for characters, ' ' for words."""
+
+    tokens: tuple[str, ...]
+    joiner: str
+
+    @property
+    def blank(self) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str, where: str = "") -> list[int]:
+        index = {t: i for i, t in enumerate(self.tokens)}
+        units = text.split() if self.joiner == " " else list(text)
+        unknown = sorted({u for u in units if u not in index or u == BLANK})
+        if unknown:
+            raise DataError(f"{where}: tokens {unknown} are not in the vocabulary")
+        return [index[u] for u in units]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.joiner.join(self.tokens[i] for i in ids if i != self.blank)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"tokens": list(self.tokens), "joiner": self.joiner}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Vocabulary":
+        return cls(tuple(state["tokens"]), state["joiner"])
+
+
+def grid_characters() -> Vocabulary:
+    """LipNet's labels: blank 0, space 1, A..Z 2..27 (1 + index in [' ', A-Z])."""
+    return Vocabulary((BLANK, " ", *string.ascii_uppercase), joiner="")

@@ -1,0 +1,34 @@
+"""Models by task: `build_model(cfg, vocab)` maps a validated config to a module.
+
+Every model's `forward(batch)` returns a dict with `loss`; `decode(outputs, batch)` turns the outputs
+into token ids per sample for scoring.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from dataset.vocab import Vocabulary, grid_characters
+from utils.checkpoint import load_weights
+
+
+def build_model(cfg: dict[str, Any], vocab: Vocabulary | None = None) -> nn.Module:
+    task = cfg["task"]
+    if task == "lip_sentence":
+        from modelling.lipnet import LipNet
+
+        vocab = vocab or grid_characters()
+        part = cfg["model"]["LipNet"]
+        inp = cfg["data"]["input"]
+        model = LipNet(
+            num_classes=len(vocab),
+            input_size=(inp["height"], inp["width"]),
+            channels=tuple(part["channels"]),
+            hidden_size=part["hidden_size"],
+            dropout=part["dropout"],
+        )
+        if part["load_ckpt"]:
+            load_weights(model, part["load_ckpt"], "model.LipNet.load_ckpt")
+        return model
+    raise ValueError(f"no model for task {task!r}")

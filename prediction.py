@@ -1,0 +1,105 @@
+"""Evaluate a trained model on dev and test: `python prediction.py --config FILE [--ckpt FILE]`.
+
+Loads `training.model_dir/ckpts/best.ckpt` (or `--ckpt`, or `--ckpt_name` in that folder; EMA weights
+when the run kept them), scores every split with the decoding settings of `testing.cfg`, and writes
+`model_dir/<save_subdir>/<split>/summary.json` and `results.jsonl` (one sample a line). Works under
+torchrun: each sample is decoded on exactly one rank.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from dataset import build_dataset
+from dataset.vocab import Vocabulary
+from modelling import build_model
+from utils.checkpoint import load_checkpoint
+from utils.cli import base_parser, run_main
+from utils.config import load_config
+from utils.distributed import DistInfo, init_distributed, shutdown
+from utils.errors import CheckpointError
+from utils.evaluation import evaluate
+from utils.logging import setup_logging
+
+log = logging.getLogger("prediction")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", help="checkpoint file (default: model_dir/ckpts/best.ckpt)")
+    parser.add_argument("--ckpt_name", help="a file name in model_dir/ckpts/ (SLRT's argument)")
+    parser.add_argument("--save_subdir", default="prediction", help="output folder under model_dir")
+    parser.add_argument("--splits", nargs="+", default=["dev", "test"])
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.opts)
+    dist = init_distributed()
+    try:
+        setup_logging(None, dist.is_main)
+        ckpt_dir = Path(cfg["training"]["model_dir"]) / "ckpts"
+        path = Path(args.ckpt) if args.ckpt else ckpt_dir / (args.ckpt_name or "best.ckpt")
+        predict(cfg, path, Path(cfg["training"]["model_dir"]) / args.save_subdir, args.splits, dist)
+    finally:
+        shutdown()
+
+
+def predict(cfg: dict[str, Any], ckpt_path: Path, out_dir: Path, splits: Sequence[str], dist: DistInfo) -> dict[str, dict]:
+    """Score each split with the checkpoint's weights; returns {split: summary}."""
+    payload = load_checkpoint(ckpt_path)
+    vocab = Vocabulary.from_state(payload["vocab"])
+    model = build_model(cfg, vocab)
+    weights, which = evaluation_weights(payload)
+    model.load_state_dict(weights)
+    model.to(dist.device)
+    summaries = {}
+    for split in splits:
+        if cfg["data"].get(split) is None:
+            log.info("%s: no data.%s given, skipped", split, split)
+            continue
+        metrics, rows = evaluate(model, build_dataset(cfg, split), vocab, cfg, dist)
+        summary = {**metrics, "checkpoint": str(ckpt_path), "weights": which,
+                   "step": payload.get("state", {}).get("step"), "testing": cfg["testing"]}
+        summaries[split] = summary
+        if dist.is_main:
+            _write(out_dir / split, summary, rows)
+    if dist.is_main:
+        _print_table(summaries)
+    return summaries
+
+
+def evaluation_weights(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The EMA weights when the run kept an EMA (what it validated with), else the raw weights."""
+    if "model" not in payload:
+        raise CheckpointError("checkpoint holds no 'model' weights")
+    ema = payload.get("ema")
+    if ema:
+        return {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}, "ema"
+    return payload["model"], "model"
+
+
+def _write(split_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    split_dir.mkdir(parents=True, exist_ok=True)
+    tmp = split_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, split_dir / "summary.json")
+    with open(split_dir / "results.jsonl", "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    log.info("wrote %s and %s", split_dir / "summary.json", split_dir / "results.jsonl")
+
+
+def _print_table(summaries: dict[str, dict]) -> None:
+    if not summaries:
+        return
+    keys = [k for k, v in next(iter(summaries.values())).items() if isinstance(v, (int, float)) and k != "step"]
+    lines = ["split  " + " ".join(f"{k:>11}" for k in keys)]
+    for split, summary in summaries.items():
+        lines.append(f"{split:<6} " + " ".join(f"{summary[k]:>11.3f}" if isinstance(summary[k], float)
+                                                else f"{summary[k]:>11}" for k in keys))
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    run_main(main)

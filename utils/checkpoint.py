@@ -1,0 +1,124 @@
+"""Checkpoints: atomic writes, keep-last-k, best-by-metric, and finding the newest valid one.
+
+Layout under `model_dir/ckpts/`: `step_{N}.ckpt` at each validation, `last.ckpt` and `best.ckpt`.
+Every file is written to a temporary name and moved into place with `os.replace`, so a crash leaves
+either the old file or the new one, never half of one. Loading always uses `weights_only=True`: a
+checkpoint holds only tensors and plain containers, and one carrying pickled code is refused.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+STEP_FILE = re.compile(r"^step_(\d+)\.ckpt$")
+
+
+def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with `weights_only=True`; refuse pickled code, report truncated or corrupt files."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except Exception as err:  # torch raises many types for corrupt archives and refused globals
+        reason = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"checkpoint {path} cannot be loaded safely: {reason}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
+    return state
+
+
+def step_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """`step_N.ckpt` files ordered by N (as numbers: step_10 comes after step_9)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := STEP_FILE.match(p.name))]
+    return sorted(found)
+
+
+def load_newest_valid(ckpt_dir: str | os.PathLike) -> tuple[dict[str, Any], Path] | None:
+    """The newest `step_N.ckpt` that loads; corrupt ones are reported and passed over."""
+    for _, path in reversed(step_checkpoints(ckpt_dir)):
+        try:
+            return load_checkpoint(path), path
+        except CheckpointError as err:
+            log.warning("skipping unusable checkpoint: %s", err)
+    return None
+
+
+def write_step_checkpoint(
+    state: dict[str, Any], ckpt_dir: str | os.PathLike, step: int, keep_last: int, is_best: bool
+) -> Path:
+    """Write `step_{step}.ckpt`, point `last.ckpt` (and `best.ckpt` if best) at it, prune old steps."""
+    ckpt_dir = Path(ckpt_dir)
+    path = ckpt_dir / f"step_{step}.ckpt"
+    save_atomic(state, path)
+    _link_atomic(path, ckpt_dir / "last.ckpt")
+    if is_best:
+        _link_atomic(path, ckpt_dir / "best.ckpt")
+    for _, old in step_checkpoints(ckpt_dir)[:-keep_last]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _link_atomic(src: Path, dst: Path) -> None:
+    """Make `dst` a hard link to `src` (a copy where links are not supported), atomically."""
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        save_atomic(load_checkpoint(src), dst)
+
+
+def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    if all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def load_weights(module: torch.nn.Module, path: str | os.PathLike, what: str) -> None:
+    """Initialise `module` strictly from a weights file: a plain state_dict or one of our checkpoints."""
+    state = load_checkpoint(path)
+    state_dict = strip_prefix(state.get("model", state))
+    missing, unexpected = _mismatch(module, state_dict)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{what}: {path} does not match the model: missing keys {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}"
+            f"{' ...' if len(unexpected) > 10 else ''}"
+        )
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{what}: {path}: {' '.join(str(err).split())[:500]}") from None
+    log.info("%s: loaded %d tensors from %s", what, len(state_dict), path)
+
+
+def _mismatch(module: torch.nn.Module, state_dict: dict[str, Any]) -> tuple[list[str], list[str]]:
+    expected = set(module.state_dict())
+    return sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)

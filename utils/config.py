@@ -1,0 +1,266 @@
+"""Experiment configuration: YAML file + `key.path=value` overrides, checked against a schema.
+
+The resolved config is a plain nested dict (SLRT style: `cfg['training']['batch_size']`), so it can be
+written to YAML and stored in checkpoints as is. Every key a config may hold is declared in `SCHEMA`
+(shared sections) or `TASK_SCHEMAS` (per task); anything else is refused before work starts, with the
+closest valid key named.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from utils.errors import ConfigError
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    default: Any
+    types: tuple[type, ...]
+    choices: tuple | None = None
+    path: bool = False  # an input file or folder: must exist when set
+    item: type | None = None  # element type of a list
+    length: int | None = None  # exact length of a list
+    minimum: float | None = None
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A mapping with free keys, e.g. per-module learning rates; `required` keys must be present."""
+
+    item: type
+    default: dict
+    required: tuple[str, ...] = ()
+
+
+INT, FLOAT, STR, BOOL, LIST = (int,), (float,), (str,), (bool,), (list,)
+
+SCHEMA: dict[str, Any] = {
+    "task": Field(REQUIRED, STR),
+    "training": {
+        "model_dir": Field(REQUIRED, STR),
+        "from_ckpt": Field(None, STR, path=True),
+        "random_seed": Field(42, INT),
+        "shuffle": Field(True, BOOL),
+        "num_workers": Field(2, INT, minimum=0),
+        "batch_size": Field(8, INT, minimum=1),
+        "gradient_accumulation": Field(1, INT, minimum=1),
+        "total_epoch": Field(REQUIRED, INT, minimum=1),
+        "keep_last_ckpts": Field(2, INT, minimum=1),
+        "clip_grad_norm": Field(None, FLOAT, minimum=0),
+        "amp": Field("none", STR, choices=("none", "bf16", "fp16")),
+        "sync_bn": Field(False, BOOL),
+        "length_bucketing": Field(False, BOOL),
+        "max_nonfinite_steps": Field(5, INT, minimum=1),
+        "log_freq": Field(20, INT, minimum=1),
+        "ema": {"enabled": Field(False, BOOL), "decay": Field(0.999, FLOAT, minimum=0)},
+        "validation": {
+            "unit": Field("epoch", STR, choices=("epoch", "step")),
+            "freq": Field(1, INT, minimum=1),
+            "metric": Field(None, STR),
+        },
+        "optimization": {
+            "optimizer": Field("Adam", STR, choices=("Adam", "AdamW", "SGD")),
+            "learning_rate": MapOf(float, {}, required=("default",)),
+            "weight_decay": Field(0.0, FLOAT, minimum=0),
+            "betas": Field([0.9, 0.999], LIST, item=float, length=2),
+            "momentum": Field(0.9, FLOAT, minimum=0),
+            "scheduler": Field("cosine", STR, choices=("cosine", "step", "constant")),
+            "warmup_epochs": Field(0.0, FLOAT, minimum=0),
+            "min_lr_ratio": Field(0.0, FLOAT, minimum=0),
+            "milestones": Field([], LIST, item=float),
+            "gamma": Field(0.1, FLOAT, minimum=0),
+        },
+    },
+    "testing": {"batch_size": Field(8, INT, minimum=1)},
+}
+
+# Each task adds its own `data`, `model` and `testing` keys, and names its metrics: the first is the
+# default for choosing the best checkpoint.
+TASK_SCHEMAS: dict[str, dict[str, Any]] = {
+    "lip_sentence": {
+        "data": {
+            "format": Field("grid", STR, choices=("grid",)),
+            "root": Field(REQUIRED, STR, path=True),
+            "video_pattern": Field("{speaker}/{id}.mpg", STR),
+            "align_pattern": Field("align/{speaker}/align/{id}.align", STR),
+            "train": Field(REQUIRED, STR, path=True),
+            "dev": Field(REQUIRED, STR, path=True),
+            "test": Field(None, STR, path=True),
+            "skip_bad_samples": Field(False, BOOL),
+            "input": {
+                "height": Field(64, INT, minimum=16),
+                "width": Field(128, INT, minimum=16),
+                "channel_order": Field("BGR", STR, choices=("BGR", "RGB")),
+                "max_frames": Field(75, INT, minimum=1),
+            },
+            "augmentation": {"horizontal_flip": Field(0.5, FLOAT, minimum=0)},
+        },
+        "model": {
+            "LipNet": {
+                "dropout": Field(0.5, FLOAT, minimum=0),
+                "channels": Field([32, 64, 96], LIST, item=int, length=3),
+                "hidden_size": Field(256, INT, minimum=1),
+                "load_ckpt": Field(None, STR, path=True),
+            }
+        },
+    },
+}
+
+TASK_METRICS: dict[str, tuple[str, ...]] = {"lip_sentence": ("cer", "wer", "loss")}
+LOWER_IS_BETTER = {"wer", "cer", "loss"}
+
+
+def task_schema(task: str) -> dict[str, Any]:
+    schema = copy.deepcopy(SCHEMA)
+    for section, keys in TASK_SCHEMAS[task].items():
+        schema.setdefault(section, {}).update(keys)
+    schema["training"]["validation"]["metric"] = Field(
+        TASK_METRICS[task][0], STR, choices=TASK_METRICS[task]
+    )
+    return schema
+
+
+def load_config(path: str | os.PathLike, opts: Iterable[str] = ()) -> dict[str, Any]:
+    """Read an experiment file, apply `key.path=value` overrides and return the validated config."""
+    raw = _read_yaml(Path(path))
+    for opt in opts:
+        _apply_override(raw, opt)
+    task = raw.get("task")
+    if task not in TASK_SCHEMAS:
+        close = difflib.get_close_matches(str(task), TASK_SCHEMAS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{path}: key 'task' is {task!r}, expected one of {sorted(TASK_SCHEMAS)}{hint}")
+    schema = task_schema(task)
+    return _resolve(raw, schema, prefix="", schema_root=schema, source=str(path))
+
+
+def save_config(cfg: dict[str, Any], path: str | os.PathLike) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    os.replace(tmp, path)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        # safe_load builds only plain YAML types: tags that construct Python objects are refused.
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], opt: str) -> None:
+    key, sep, text = opt.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {opt!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {opt!r}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _resolve(raw: Any, schema: dict, prefix: str, schema_root: dict, source: str) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key '{prefix.rstrip('.')}' must be a section (mapping), got {raw!r}")
+    for key in raw:
+        if key not in schema:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{_suggest(prefix, str(key), schema, schema_root)}")
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        name = prefix + key
+        if isinstance(spec, dict):
+            out[key] = _resolve(raw.get(key), spec, name + ".", schema_root, source)
+        elif isinstance(spec, MapOf):
+            out[key] = _check_map(raw.get(key, spec.default), spec, name, source)
+        else:
+            out[key] = _check_field(raw.get(key, spec.default), spec, name, source)
+    return out
+
+
+def _check_map(value: Any, spec: MapOf, name: str, source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: key '{name}' must be a mapping, got {value!r}")
+    for key in spec.required:
+        if key not in value:
+            raise ConfigError(f"{source}: key '{name}.{key}' is required")
+    return {str(k): _check_field(v, Field(None, (spec.item,)), f"{name}.{k}", source) for k, v in value.items()}
+
+
+def _check_field(value: Any, spec: Field, name: str, source: str) -> Any:
+    if value is REQUIRED:
+        raise ConfigError(f"{source}: key '{name}' is required")
+    if value is None:
+        return None
+    value = _coerce(value, spec.types, name, source)
+    if spec.item is not None:
+        value = [_coerce(v, (spec.item,), f"{name}[{i}]", source) for i, v in enumerate(value)]
+        if spec.length is not None and len(value) != spec.length:
+            raise ConfigError(f"{source}: key '{name}' must have {spec.length} items, got {len(value)}")
+    if spec.choices is not None and value not in spec.choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{source}: key '{name}' is {value!r}, expected one of {list(spec.choices)}{hint}")
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"{source}: key '{name}' is {value!r}, expected at least {spec.minimum}")
+    if spec.path and not Path(value).exists():
+        raise ConfigError(f"{source}: key '{name}' names {value}, which does not exist")
+    return value
+
+
+def _coerce(value: Any, types: tuple[type, ...], name: str, source: str) -> Any:
+    # YAML reads 1e-3 as a string and 3 as an int; accept both where a float is expected.
+    if float in types and not isinstance(value, bool):
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    is_wrong_bool = isinstance(value, bool) and bool not in types  # bool is an int subclass
+    if is_wrong_bool or not isinstance(value, types):
+        expected = " or ".join(t.__name__ for t in types)
+        raise ConfigError(f"{source}: key '{name}' must be {expected}, got {value!r}")
+    return value
+
+
+def _suggest(prefix: str, key: str, schema: dict, schema_root: dict) -> str:
+    close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{prefix}{close[0]}'?)"
+    everywhere = list(_all_keys(schema_root))
+    same_leaf = [k for k in everywhere if k.rsplit(".", 1)[-1] == key]
+    close = same_leaf or difflib.get_close_matches(prefix + key, everywhere, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f"; valid keys here: {', '.join(schema)}"
+
+
+def _all_keys(schema: dict, prefix: str = "") -> Iterable[str]:
+    for key, spec in schema.items():
+        yield prefix + key
+        if isinstance(spec, dict):
+            yield from _all_keys(spec, prefix + key + ".")
