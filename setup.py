@@ -1,0 +1,26 @@
+from setuptools import setup
+
+setup(
+    name="vlr-toolkit",
+    version="0.1.0",
+    description="Visual language recognition in plain PyTorch: sign language translation and lip reading",
+    python_requires=">=3.10",
+    packages=["dataset", "modelling", "utils"],
+    py_modules=["training", "prediction", "extract_feature"],
+    install_requires=[
+        "torch>=2.4,<3",
+        "torchvision>=0.19",
+        "transformers>=4.40",
+        "sentencepiece>=0.2",
+        "safetensors>=0.4",
+        "sacrebleu>=2.4,<3",
+        "rouge-score>=0.1.2",
+        "decord>=0.6",  # video decoding
+        "av>=12",  # video encoding for the demo corpora
+        "numpy>=1.24",
+        "PyYAML>=6",
+        "tensorboard>=2.14",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+)
