@@ -92,7 +92,7 @@ def train(cfg: dict[str, Any], dist: DistInfo) -> dict[str, Any]:
         train_set.set_epoch(epoch)
         loader = make_loader(train_set, sampler, tcfg["num_workers"])
         model.train()
-        step_ok, micro = True, 0
+        step_ok, micro, epoch_skipped = True, 0, 0
         for batch in loader:
             micro += 1
             last_micro = micro % accumulation == 0
@@ -115,6 +115,7 @@ def train(cfg: dict[str, Any], dist: DistInfo) -> dict[str, Any]:
                 for message in batch["bad"]:
                     log.warning("skipped: %s", message)
             state["skipped_samples"] += int(n_skipped)
+            epoch_skipped += int(n_skipped)
             if step_ok and n_unusable == 0:
                 sync = last_micro or not dist.is_distributed
                 with _maybe_no_sync(ddp_model, sync):
@@ -165,8 +166,8 @@ def train(cfg: dict[str, Any], dist: DistInfo) -> dict[str, Any]:
                 if dist.is_main:
                     _log_validation(writer, state["step"], metrics, metric_name, state["best"])
             if end_of_epoch:
-                if state["skipped_samples"]:
-                    log.warning("epoch %d: %d unreadable samples skipped so far", epoch + 1, state["skipped_samples"])
+                if epoch_skipped:
+                    log.warning("epoch %d: %d unreadable samples skipped", epoch + 1, epoch_skipped)
                 break
     progress.close()
     if writer is not None:
