@@ -86,3 +86,9 @@ def test_entry_points_print_one_line_and_exit_nonzero(tmp_path, grid_files, entr
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "unknown key 'training.batch_sise' (did you mean 'training.batch_size'?)" in result.stderr
     assert not (tmp_path / "out").exists()  # refused before any work started
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments/configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_file_is_valid(path):
+    cfg = load_config(path, check_paths=False)
+    assert cfg["training"]["model_dir"].startswith("experiments/outputs/")

@@ -1,13 +1,14 @@
 import pytest
 import torch
 
-from utils.config import SCHEMA, _resolve
+from utils.config import SCHEMA, _Resolver
 from utils.errors import ConfigError
 from utils.optim import build_optimizer, lr_factor
 
 
 def opt_cfg(**overrides):
-    cfg = _resolve({"learning_rate": {"default": 1.0}}, SCHEMA["training"]["optimization"], "", {}, "test")
+    schema = SCHEMA["training"]["optimization"]
+    cfg = _Resolver("test", schema).section({"learning_rate": {"default": 1.0}}, schema, prefix="")
     cfg.update(overrides)
     return cfg
 

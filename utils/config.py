@@ -129,8 +129,11 @@ def task_schema(task: str) -> dict[str, Any]:
     return schema
 
 
-def load_config(path: str | os.PathLike, opts: Iterable[str] = ()) -> dict[str, Any]:
-    """Read an experiment file, apply `key.path=value` overrides and return the validated config."""
+def load_config(path: str | os.PathLike, opts: Iterable[str] = (), check_paths: bool = True) -> dict[str, Any]:
+    """Read an experiment file, apply `key.path=value` overrides and return the validated config.
+
+    `check_paths=False` skips the existence check of input files (to inspect a config elsewhere).
+    """
     raw = _read_yaml(Path(path))
     for opt in opts:
         _apply_override(raw, opt)
@@ -140,7 +143,7 @@ def load_config(path: str | os.PathLike, opts: Iterable[str] = ()) -> dict[str, 
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{path}: key 'task' is {task!r}, expected one of {sorted(TASK_SCHEMAS)}{hint}")
     schema = task_schema(task)
-    return _resolve(raw, schema, prefix="", schema_root=schema, source=str(path))
+    return _Resolver(str(path), schema, check_paths).section(raw, schema, prefix="")
 
 
 def save_config(cfg: dict[str, Any], path: str | os.PathLike) -> None:
@@ -182,54 +185,60 @@ def _apply_override(raw: dict[str, Any], opt: str) -> None:
     node[parts[-1]] = value
 
 
-def _resolve(raw: Any, schema: dict, prefix: str, schema_root: dict, source: str) -> dict[str, Any]:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: key '{prefix.rstrip('.')}' must be a section (mapping), got {raw!r}")
-    for key in raw:
-        if key not in schema:
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{_suggest(prefix, str(key), schema, schema_root)}")
-    out: dict[str, Any] = {}
-    for key, spec in schema.items():
-        name = prefix + key
-        if isinstance(spec, dict):
-            out[key] = _resolve(raw.get(key), spec, name + ".", schema_root, source)
-        elif isinstance(spec, MapOf):
-            out[key] = _check_map(raw.get(key, spec.default), spec, name, source)
-        else:
-            out[key] = _check_field(raw.get(key, spec.default), spec, name, source)
-    return out
+class _Resolver:
+    """Fills defaults and checks one raw config against its schema, naming `source` in every error."""
 
+    def __init__(self, source: str, schema_root: dict, check_paths: bool = True) -> None:
+        self.source, self.schema_root, self.check_paths = source, schema_root, check_paths
 
-def _check_map(value: Any, spec: MapOf, name: str, source: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: key '{name}' must be a mapping, got {value!r}")
-    for key in spec.required:
-        if key not in value:
-            raise ConfigError(f"{source}: key '{name}.{key}' is required")
-    return {str(k): _check_field(v, Field(None, (spec.item,)), f"{name}.{k}", source) for k, v in value.items()}
+    def section(self, raw: Any, schema: dict, prefix: str) -> dict[str, Any]:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{self.source}: key '{prefix.rstrip('.')}' must be a section (mapping), got {raw!r}")
+        for key in raw:
+            if key not in schema:
+                hint = _suggest(prefix, str(key), schema, self.schema_root)
+                raise ConfigError(f"{self.source}: unknown key '{prefix}{key}'{hint}")
+        out: dict[str, Any] = {}
+        for key, spec in schema.items():
+            name = prefix + key
+            if isinstance(spec, dict):
+                out[key] = self.section(raw.get(key), spec, name + ".")
+            elif isinstance(spec, MapOf):
+                out[key] = self.mapping(raw.get(key, spec.default), spec, name)
+            else:
+                out[key] = self.field(raw.get(key, spec.default), spec, name)
+        return out
 
+    def mapping(self, value: Any, spec: MapOf, name: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.source}: key '{name}' must be a mapping, got {value!r}")
+        for key in spec.required:
+            if key not in value:
+                raise ConfigError(f"{self.source}: key '{name}.{key}' is required")
+        return {str(k): self.field(v, Field(None, (spec.item,)), f"{name}.{k}") for k, v in value.items()}
 
-def _check_field(value: Any, spec: Field, name: str, source: str) -> Any:
-    if value is REQUIRED:
-        raise ConfigError(f"{source}: key '{name}' is required")
-    if value is None:
-        return None
-    value = _coerce(value, spec.types, name, source)
-    if spec.item is not None:
-        value = [_coerce(v, (spec.item,), f"{name}[{i}]", source) for i, v in enumerate(value)]
-        if spec.length is not None and len(value) != spec.length:
-            raise ConfigError(f"{source}: key '{name}' must have {spec.length} items, got {len(value)}")
-    if spec.choices is not None and value not in spec.choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{source}: key '{name}' is {value!r}, expected one of {list(spec.choices)}{hint}")
-    if spec.minimum is not None and value < spec.minimum:
-        raise ConfigError(f"{source}: key '{name}' is {value!r}, expected at least {spec.minimum}")
-    if spec.path and not Path(value).exists():
-        raise ConfigError(f"{source}: key '{name}' names {value}, which does not exist")
-    return value
+    def field(self, value: Any, spec: Field, name: str) -> Any:
+        source = self.source
+        if value is REQUIRED:
+            raise ConfigError(f"{source}: key '{name}' is required")
+        if value is None:
+            return None
+        value = _coerce(value, spec.types, name, source)
+        if spec.item is not None:
+            value = [_coerce(v, (spec.item,), f"{name}[{i}]", source) for i, v in enumerate(value)]
+            if spec.length is not None and len(value) != spec.length:
+                raise ConfigError(f"{source}: key '{name}' must have {spec.length} items, got {len(value)}")
+        if spec.choices is not None and value not in spec.choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{source}: key '{name}' is {value!r}, expected one of {list(spec.choices)}{hint}")
+        if spec.minimum is not None and value < spec.minimum:
+            raise ConfigError(f"{source}: key '{name}' is {value!r}, expected at least {spec.minimum}")
+        if spec.path and self.check_paths and not Path(value).exists():
+            raise ConfigError(f"{source}: key '{name}' names {value}, which does not exist")
+        return value
 
 
 def _coerce(value: Any, types: tuple[type, ...], name: str, source: str) -> Any:
