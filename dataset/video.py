@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from utils.errors import DataError
 
@@ -15,8 +16,8 @@ def read_video(
 ) -> np.ndarray:
     """Frames of a video file as T x H x W x 3 uint8 RGB.
 
-    `size` (height, width) resizes while decoding; `max_frames` keeps that many frames spread evenly
-    over the video, in order.
+    `size` (height, width) resizes after decoding (decord's own resizing mis-sizes some widths);
+    `max_frames` keeps that many frames spread evenly over the video, in order.
     """
     import decord  # imported here so that importing the dataset package stays light
 
@@ -25,9 +26,8 @@ def read_video(
         raise DataError(f"video {path} does not exist")
     if path.stat().st_size == 0:
         raise DataError(f"video {path} is empty (0 bytes)")
-    height, width = size if size else (-1, -1)
     try:
-        reader = decord.VideoReader(str(path), width=width, height=height, num_threads=1)
+        reader = decord.VideoReader(str(path), num_threads=1)
         count = len(reader)
         if count == 0:
             raise DataError(f"video {path} has no frames")
@@ -37,7 +37,16 @@ def read_video(
     except Exception as err:  # decord raises its own DECORDError and RuntimeErrors
         reason = " ".join(str(err).split())[:200] or type(err).__name__
         raise DataError(f"video {path} cannot be decoded: {reason}") from None
+    if size is not None and tuple(frames.shape[1:3]) != tuple(size):
+        frames = resize_frames(frames, size)
     return frames
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """T x H x W x C uint8 frames to T x height x width x C, bilinear with antialiasing."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def sample_indices(count: int, max_frames: int | None) -> Sequence[int]:
