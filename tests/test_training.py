@@ -21,10 +21,13 @@ def final_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(model_dir / "ckpts" / "last.ckpt")["model"]
 
 
+EMA = {"training.ema.enabled": "true", "training.ema.decay": 0.9}
+
+
 @pytest.fixture(scope="module")
 def trained(grid_corpus, tmp_path_factory) -> Path:
     model_dir = tmp_path_factory.mktemp("single") / "run"
-    run(entry_command("training.py", grid_opts(grid_corpus, model_dir)))
+    run(entry_command("training.py", grid_opts(grid_corpus, model_dir, **EMA)))
     return model_dir
 
 
@@ -48,7 +51,7 @@ def test_a_run_writes_its_config_checkpoints_log_and_tensorboard_events(trained)
 def test_prediction_scores_dev_and_test_and_distributed_evaluation_is_exact(trained, grid_corpus, tmp_path):
     odd = tmp_path / "odd.txt"  # 5 samples: does not divide by 2 processes
     odd.write_text("\n".join((grid_corpus / "train.txt").read_text().split()[:5]) + "\n")
-    opts = grid_opts(grid_corpus, trained, **{"data.test": odd})
+    opts = grid_opts(grid_corpus, trained, **EMA, **{"data.test": odd})
     run(entry_command("prediction.py", opts + ["--save_subdir", "single"]))
     run(entry_command("prediction.py", opts + ["--save_subdir", "two"], nproc=2))
     for split, listing in (("dev", grid_corpus / "dev.txt"), ("test", odd)):
@@ -60,11 +63,12 @@ def test_prediction_scores_dev_and_test_and_distributed_evaluation_is_exact(trai
         summary_single = json.loads((trained / "single" / split / "summary.json").read_text())
         summary_two = json.loads((trained / "two" / split / "summary.json").read_text())
         assert summary_single["cer"] == summary_two["cer"] and summary_two["num_samples"] == len(names)
+        assert summary_two["weights"] == "ema"  # evaluated with the weights validation used
 
 
 def test_a_run_killed_with_sigkill_and_relaunched_ends_bit_identical(trained, grid_corpus, tmp_path):
     model_dir = tmp_path / "killed"
-    cmd = entry_command("training.py", grid_opts(grid_corpus, model_dir))
+    cmd = entry_command("training.py", grid_opts(grid_corpus, model_dir, **EMA))
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
@@ -77,8 +81,36 @@ def test_a_run_killed_with_sigkill_and_relaunched_ends_bit_identical(trained, gr
     assert killed_at < total, "the run finished before it could be killed"
     result = run(cmd)
     assert f"at step {killed_at}" in result.stdout
-    uninterrupted, resumed = final_weights(trained), final_weights(model_dir)
-    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+    for part in ("model", "ema", "optimizer"):
+        uninterrupted = load_checkpoint(trained / "ckpts" / "last.ckpt")[part]
+        resumed = load_checkpoint(model_dir / "ckpts" / "last.ckpt")[part]
+        assert_identical(uninterrupted, resumed, part)
+
+
+def assert_identical(a, b, where: str) -> None:
+    if torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_from_ckpt_continues_another_runs_checkpoint_to_the_same_end(trained, grid_corpus, tmp_path):
+    start = trained / "ckpts" / "step_2.ckpt"
+    if not start.exists():  # keep_last_ckpts pruned it: take the older of the two kept
+        start = sorted((trained / "ckpts").glob("step_*.ckpt"), key=lambda p: int(p.stem[5:]))[0]
+    model_dir = tmp_path / "continued"
+    result = run(entry_command("training.py", grid_opts(grid_corpus, model_dir, **EMA,
+                                                        **{"training.from_ckpt": start})))
+    assert f"resumed from {start}" in result.stdout
+    assert_identical(final_weights(trained), final_weights(model_dir), "model")
 
 
 # Summation order differs between 1 and 2 processes, and training amplifies that round-off step by step
