@@ -6,6 +6,7 @@ same command resumes from the newest valid checkpoint in `training.model_dir/ckp
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -98,10 +99,12 @@ def train(cfg: dict[str, Any], dist: DistInfo) -> dict[str, Any]:
             last_micro = micro % accumulation == 0
             fatal = bool(batch["bad"]) and not cfg["data"]["skip_bad_samples"]
             loss = None
+            # Accumulating micro-batches skip DDP's gradient all-reduce; only the step's last one syncs.
+            # DDP decides this in forward, so the backward below need not sit inside the context.
+            no_sync = ddp_model.no_sync() if dist.is_distributed and not last_micro else contextlib.nullcontext()
             if step_ok and batch["size"] and not fatal:
                 batch = move_to(batch, dist.device)
-                sync = last_micro or not dist.is_distributed
-                with _maybe_no_sync(ddp_model, sync), autocast(dist.device, tcfg["amp"]):
+                with no_sync, autocast(dist.device, tcfg["amp"]):
                     loss = ddp_model(batch)["loss"]
             finite = loss is not None and bool(torch.isfinite(loss.detach()))
             n_fatal, n_skipped, n_unusable, loss_sum, n_samples = all_reduce_sum(
@@ -117,9 +120,7 @@ def train(cfg: dict[str, Any], dist: DistInfo) -> dict[str, Any]:
             state["skipped_samples"] += int(n_skipped)
             epoch_skipped += int(n_skipped)
             if step_ok and n_unusable == 0:
-                sync = last_micro or not dist.is_distributed
-                with _maybe_no_sync(ddp_model, sync):
-                    scaler.scale(loss / accumulation).backward()
+                scaler.scale(loss / accumulation).backward()
                 window_loss, window_samples = window_loss + loss_sum, window_samples + n_samples
             elif step_ok:
                 step_ok = False  # a non-finite loss or an empty batch on some rank spoils the whole step
@@ -182,13 +183,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _maybe_no_sync(ddp_model: torch.nn.Module, sync: bool):
-    # Accumulating micro-batches skip DDP's gradient all-reduce; only the step's last one syncs.
-    import contextlib
-
-    return contextlib.nullcontext() if sync else ddp_model.no_sync()
 
 
 def _optimizer_step(model, optimizer, scaler, clip_norm: float | None) -> None:
