@@ -56,6 +56,8 @@ def train(cfg: dict[str, Any], dist: DistInfo) -> dict[str, Any]:
     vocab = train_set.vocab
     model = build_model(cfg, vocab).to(dist.device)
     if tcfg["sync_bn"] and dist.is_distributed:
+        if dist.device.type != "cuda":
+            raise UserError("training.sync_bn: torch's SyncBatchNorm runs on GPUs only; set it to false on CPUs")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     accumulation = tcfg["gradient_accumulation"]
     sampler = TrainBatchSampler(

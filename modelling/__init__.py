@@ -27,6 +27,7 @@ def build_model(cfg: dict[str, Any], vocab: Vocabulary | None = None) -> nn.Modu
             channels=tuple(part["channels"]),
             hidden_size=part["hidden_size"],
             dropout=part["dropout"],
+            batch_norm=part["batch_norm"],
         )
         if part["load_ckpt"]:
             load_weights(model, part["load_ckpt"], "model.LipNet.load_ckpt")

@@ -27,6 +27,7 @@ def grid_opts(corpus: Path, model_dir: Path, **extra) -> list[str]:
         "data.root": corpus, "data.train": corpus / "train.txt", "data.dev": corpus / "dev.txt",
         "data.test": corpus / "test.txt", "data.augmentation.horizontal_flip": 0.0,
         "model.LipNet.channels": "[4, 8, 8]", "model.LipNet.hidden_size": 16, "model.LipNet.dropout": 0.0,
+        "model.LipNet.batch_norm": "false",  # batch statistics differ between 1 x 2b and 2 x b
         "training.model_dir": model_dir, "training.batch_size": 4, "training.total_epoch": 2,
         "training.num_workers": 0, "training.log_freq": 1, "training.validation.unit": "step",
         "training.validation.freq": 2, "testing.batch_size": 2,

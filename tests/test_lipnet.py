@@ -45,8 +45,9 @@ def tiny_batch(lengths, seed=0):
     }
 
 
-def test_every_parameter_gets_a_finite_gradient():
-    model = LipNet(input_size=(32, 64), channels=(8, 16, 24), hidden_size=16)
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_every_parameter_gets_a_finite_gradient(batch_norm):
+    model = LipNet(input_size=(32, 64), channels=(8, 16, 24), hidden_size=16, batch_norm=batch_norm)
     loss = model(tiny_batch([12, 9]))["loss"]
     loss.backward()
     assert torch.isfinite(loss)
@@ -54,8 +55,9 @@ def test_every_parameter_gets_a_finite_gradient():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-def test_a_samples_output_does_not_depend_on_padding_or_on_other_samples():
-    model = LipNet(input_size=(32, 64), channels=(8, 16, 24), hidden_size=16).eval()
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_a_samples_output_does_not_depend_on_padding_or_on_other_samples(batch_norm):
+    model = LipNet(input_size=(32, 64), channels=(8, 16, 24), hidden_size=16, batch_norm=batch_norm).eval()
     alone = tiny_batch([9])
     together = tiny_batch([15, 9], seed=1)
     together["video"][1] = 0

@@ -21,7 +21,8 @@ def final_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(model_dir / "ckpts" / "last.ckpt")["model"]
 
 
-EMA = {"training.ema.enabled": "true", "training.ema.decay": 0.9}
+# The single-process runs keep an EMA and BatchNorm statistics: both must resume exactly.
+EMA = {"training.ema.enabled": "true", "training.ema.decay": 0.9, "model.LipNet.batch_norm": "true"}
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +115,11 @@ def test_from_ckpt_continues_another_runs_checkpoint_to_the_same_end(trained, gr
 
 
 # Summation order differs between 1 and 2 processes, and training amplifies that round-off step by step
-# (Adam most, as it divides by the gradients' RMS). One epoch (8 steps) of SGD at a modest rate keeps it
-# near 1e-6, so the comparison shows the gradient averaging itself.
+# (Adam most, as it divides by the gradients' RMS; large unclipped CTC gradients too). One epoch
+# (8 steps) of clipped SGD at a modest rate keeps it near 1e-6, so the comparison shows the gradient
+# averaging itself.
 SGD = {"training.optimization.optimizer": "SGD", "training.optimization.learning_rate.default": 0.01,
-       "training.total_epoch": 1}
+       "training.total_epoch": 1, "training.clip_grad_norm": 5.0}
 
 
 def test_two_processes_with_batch_b_match_one_process_with_batch_2b(grid_corpus, tmp_path):
@@ -206,3 +208,11 @@ def test_bad_videos_are_skipped_and_counted_when_asked(damaged_corpus, tmp_path)
     for path in damaged:
         assert path in result.stdout
     assert "epoch 1: 3 unreadable samples skipped" in result.stdout
+
+
+def test_sync_batchnorm_on_cpu_processes_is_refused_before_training(grid_corpus, tmp_path):
+    opts = grid_opts(grid_corpus, tmp_path / "sync", **{"training.sync_bn": "true", "training.batch_size": 2})
+    result = run(entry_command("training.py", opts, nproc=2), check=False)
+    assert result.returncode != 0
+    assert result.stderr.count("error: training.sync_bn: torch's SyncBatchNorm runs on GPUs only") == 2
+    assert not list((tmp_path / "sync").glob("ckpts/*"))

@@ -109,6 +109,7 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
                 "dropout": Field(0.5, FLOAT, minimum=0),
                 "channels": Field([32, 64, 96], LIST, item=int, length=3),
                 "hidden_size": Field(256, INT, minimum=1),
+                "batch_norm": Field(False, BOOL),
                 "load_ckpt": Field(None, STR, path=True),
             }
         },
