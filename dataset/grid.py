@@ -56,7 +56,10 @@ def read_alignment(path: Path) -> tuple[str, int]:
 
 
 class GridDataset(torch.utils.data.Dataset):
-    """Samples: dict(index, name, video C x T x H x W float, text, labels)."""
+    """Samples: dict(index, name, video C x T x H x W uint8 in `data.input.channel_order`, text, labels).
+
+    Frames stay uint8 through the loader (a quarter of the bytes); the model scales them on its device.
+    """
 
     def __init__(self, data_cfg: dict[str, Any], split: str, train: bool, seed: int) -> None:
         self.cfg = data_cfg
@@ -90,7 +93,7 @@ class GridDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         inp = self.cfg["input"]
         frames = read_video(self.video_path(index), (inp["height"], inp["width"]), inp["max_frames"])
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)  # C x T x H x W
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2)  # C x T x H x W
         if inp["channel_order"] == "BGR":
             video = video.flip(0)
         if self.train and self._rng(index).random() < self.cfg["augmentation"]["horizontal_flip"]:

@@ -64,7 +64,9 @@ class LipNet(nn.Module):
                 nn.init.zeros_(getattr(gru, "bias_ih" + suffix))
 
     def encode(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """B x 3 x T x H x W frames -> B x T x classes log-probabilities."""
+        """B x 3 x T x H x W frames (uint8, or floats already / 255) -> B x T x classes log-probabilities."""
+        if video.dtype == torch.uint8:
+            video = video.float().div_(255.0)
         time_mask = (torch.arange(video.shape[2], device=video.device) < lengths.to(video.device)[:, None])
         time_mask = time_mask[:, None, :, None, None].to(video.dtype)
         x = video
