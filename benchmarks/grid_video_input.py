@@ -21,14 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataset.grid import GridDataset  # noqa: E402
 from dataset.synthetic import generate  # noqa: E402
 from dataset.video import read_video  # noqa: E402
-from utils.config import TASK_SCHEMAS, _Resolver  # noqa: E402
+from utils.config import TASK_SCHEMAS, resolve_section  # noqa: E402
 
 
 def data_config(root: Path, height: int, width: int) -> dict:
-    schema = TASK_SCHEMAS["lip_sentence"]["data"]
     raw = {"root": str(root), "video_pattern": "videos/{speaker}/{id}.mpg", "train": str(root / "train.txt"),
            "dev": str(root / "dev.txt"), "input": {"height": height, "width": width}}
-    return _Resolver("benchmark", schema).section(raw, schema, prefix="data.")
+    return resolve_section(raw, TASK_SCHEMAS["lip_sentence"]["data"], prefix="data.")
 
 
 def clips_per_second(fn, count: int) -> float:

@@ -1,14 +1,13 @@
 import pytest
 import torch
 
-from utils.config import SCHEMA, _Resolver
+from utils.config import SCHEMA, resolve_section
 from utils.errors import ConfigError
 from utils.optim import build_optimizer, lr_factor
 
 
 def opt_cfg(**overrides):
-    schema = SCHEMA["training"]["optimization"]
-    cfg = _Resolver("test", schema).section({"learning_rate": {"default": 1.0}}, schema, prefix="")
+    cfg = resolve_section({"learning_rate": {"default": 1.0}}, SCHEMA["training"]["optimization"])
     cfg.update(overrides)
     return cfg
 

@@ -147,6 +147,11 @@ def load_config(path: str | os.PathLike, opts: Iterable[str] = (), check_paths: 
     return _Resolver(str(path), schema, check_paths).section(raw, schema, prefix="")
 
 
+def resolve_section(raw: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Fill defaults into one section and check it (for code that builds part of a config itself)."""
+    return _Resolver(f"section {prefix.rstrip('.') or 'config'}", schema, check_paths=False).section(raw, schema, prefix)
+
+
 def save_config(cfg: dict[str, Any], path: str | os.PathLike) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{path}.tmp"
