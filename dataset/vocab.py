@@ -12,10 +12,20 @@ BLANK = "<blank>"
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Id 0 is the CTC blank. `joiner` glues decoded tokens: '' for characters, ' ' for words."""
+    """Id 0 is the CTC blank. `joiner` glues decoded tokens: '' for characters, ' ' for words.
+
+    `unk`, when set, names a token of the vocabulary that `encode` uses for unknown units
+    (instead of raising); it must not be the blank.
+    """
 
     tokens: tuple[str, ...]
     joiner: str
+    unk: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.unk is not None and (self.unk not in self.tokens or self.unk == BLANK
+                                     or self.tokens.index(self.unk) == 0):
+            raise ValueError(f"unk token {self.unk!r} must be a non-blank token of the vocabulary")
 
     @property
     def blank(self) -> int:
@@ -28,6 +38,9 @@ class Vocabulary:
         index = {t: i for i, t in enumerate(self.tokens)}
         units = text.split() if self.joiner == " " else list(text)
         unknown = sorted({u for u in units if u not in index or u == BLANK})
+        if unknown and self.unk is not None:
+            unk_id, bad = index[self.unk], set(unknown)
+            return [unk_id if u in bad else index[u] for u in units]
         if unknown:
             raise DataError(f"{where}: tokens {unknown} are not in the vocabulary")
         return [index[u] for u in units]
@@ -36,11 +49,14 @@ class Vocabulary:
         return self.joiner.join(self.tokens[i] for i in ids if i != self.blank)
 
     def to_state(self) -> dict[str, Any]:
-        return {"tokens": list(self.tokens), "joiner": self.joiner}
+        state: dict[str, Any] = {"tokens": list(self.tokens), "joiner": self.joiner}
+        if self.unk is not None:  # absent when unset: older states stay byte-identical
+            state["unk"] = self.unk
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Vocabulary":
-        return cls(tuple(state["tokens"]), state["joiner"])
+        return cls(tuple(state["tokens"]), state["joiner"], state.get("unk"))
 
 
 def grid_characters() -> Vocabulary:
