@@ -18,6 +18,7 @@ setup(
         "decord>=0.6",  # video decoding
         "av>=12",  # video encoding for the demo corpora
         "numpy>=1.24",
+        "Pillow>=10",  # PNG frames (Phoenix folders, SLRT zips)
         "PyYAML>=6",
         "tensorboard>=2.14",
         "tqdm>=4.60",
