@@ -7,6 +7,7 @@ same command resumes from the newest valid checkpoint in `training.model_dir/ckp
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import random
 import time
@@ -23,8 +24,8 @@ from modelling import build_model
 from utils import checkpoint as ckpt
 from utils.cli import base_parser, run_main
 from utils.config import LOWER_IS_BETTER, load_config, save_config
-from utils.distributed import DistInfo, all_reduce_sum, gather_objects, init_distributed, shutdown
-from utils.errors import DataError, UserError
+from utils.distributed import DistInfo, all_reduce_sum, broadcast_object, gather_objects, init_distributed, shutdown
+from utils.errors import CheckpointError, DataError, UserError
 from utils.evaluation import autocast, evaluate, move_to
 from utils.logging import Progress, gpu_memory_gb, setup_logging
 from utils.optim import build_ema, build_optimizer, build_scheduler
@@ -44,141 +45,245 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def train(cfg: dict[str, Any], dist: DistInfo) -> dict[str, Any]:
     """Train to `training.total_epoch`; returns the final training state (step, best metric, ...)."""
-    tcfg = cfg["training"]
-    model_dir, ckpt_dir = Path(tcfg["model_dir"]), Path(tcfg["model_dir"]) / "ckpts"
-    setup_logging(model_dir, dist.is_main)
-    if dist.is_main:
-        save_config(cfg, model_dir / "config.yaml")
-    seed_everything(tcfg["random_seed"] + dist.rank)
+    return TrainingRun(cfg, dist).fit()
 
-    train_set = build_dataset(cfg, "train", train=True)
-    dev_set = build_dataset(cfg, "dev")
-    vocab = train_set.vocab
-    model = build_model(cfg, vocab).to(dist.device)
-    if tcfg["sync_bn"] and dist.is_distributed:
-        if dist.device.type != "cuda":
-            raise UserError("training.sync_bn: torch's SyncBatchNorm runs on GPUs only; set it to false on CPUs")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    accumulation = tcfg["gradient_accumulation"]
-    sampler = TrainBatchSampler(
-        train_set.num_frames, tcfg["batch_size"], dist.rank, dist.world_size, tcfg["random_seed"],
-        shuffle=tcfg["shuffle"], bucket=tcfg["length_bucketing"], multiple_of=accumulation,
-    )
-    steps_per_epoch = sampler.batches_per_epoch // accumulation
-    total_steps = steps_per_epoch * tcfg["total_epoch"]
-    opt_cfg = tcfg["optimization"]
-    optimizer = build_optimizer(model, opt_cfg)
-    scheduler = build_scheduler(optimizer, opt_cfg, total_steps, steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda", enabled=dist.device.type == "cuda" and tcfg["amp"] == "fp16")
-    ema = build_ema(model, tcfg["ema"]["decay"]) if tcfg["ema"]["enabled"] else None
-    state = {"step": 0, "epoch": 0, "best": None, "skipped_steps": 0, "skipped_samples": 0}
 
-    resumed = resume(ckpt_dir, tcfg["from_ckpt"], dist, model, optimizer, scheduler, scaler, ema, state)
-    log.info(
-        "task %s: %d train / %d dev samples, %d processes x batch %d x accumulation %d, "
-        "%d steps per epoch, %d steps in all, %.2fM parameters%s",
-        cfg["task"], len(train_set), len(dev_set), dist.world_size, tcfg["batch_size"], accumulation,
-        steps_per_epoch, total_steps, sum(p.numel() for p in model.parameters()) / 1e6,
-        f", resumed from {resumed} at step {state['step']}" if resumed else "",
-    )
-    ddp_model = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None) \
-        if dist.is_distributed else model
-    writer = _tensorboard(model_dir, state["step"]) if dist.is_main else None
-    progress = Progress(total_steps, state["step"], enabled=dist.is_main)
-    metric_name = tcfg["validation"]["metric"]
-    nonfinite_run, window_loss, window_samples, window_start = 0, 0.0, 0.0, time.perf_counter()
+class TrainingRun:
+    """One run: model, optimisation state and counters, built from the config or a checkpoint."""
 
-    while state["step"] < total_steps:
-        epoch = state["step"] // steps_per_epoch
-        state["epoch"] = epoch
-        sampler.set_epoch(epoch, start_batch=(state["step"] % steps_per_epoch) * accumulation)
-        train_set.set_epoch(epoch)
-        loader = make_loader(train_set, sampler, tcfg["num_workers"])
-        model.train()
-        step_ok, micro, epoch_skipped = True, 0, 0
-        for batch in loader:
-            micro += 1
-            last_micro = micro % accumulation == 0
-            fatal = bool(batch["bad"]) and not cfg["data"]["skip_bad_samples"]
-            loss = None
-            # Accumulating micro-batches skip DDP's gradient all-reduce; only the step's last one syncs.
-            # DDP decides this in forward, so the backward below need not sit inside the context.
-            no_sync = ddp_model.no_sync() if dist.is_distributed and not last_micro else contextlib.nullcontext()
-            if step_ok and batch["size"] and not fatal:
-                batch = move_to(batch, dist.device)
-                with no_sync, autocast(dist.device, tcfg["amp"]):
-                    loss = ddp_model(batch)["loss"]
-            finite = loss is not None and bool(torch.isfinite(loss.detach()))
-            n_fatal, n_skipped, n_unusable, loss_sum, n_samples = all_reduce_sum(
-                [float(fatal), len(batch["bad"]), float(step_ok and not finite),
-                 float(loss.detach()) * batch["size"] if finite else 0.0, batch["size"] if finite else 0],
-                dist.device,
+    def __init__(self, cfg: dict[str, Any], dist: DistInfo) -> None:
+        self.cfg, self.dist, self.tcfg = cfg, dist, cfg["training"]
+        tcfg = self.tcfg
+        self.model_dir = Path(tcfg["model_dir"])
+        self.ckpt_dir = self.model_dir / "ckpts"
+        setup_logging(self.model_dir, dist.is_main)
+        if dist.is_main:
+            save_config(cfg, self.model_dir / "config.yaml")
+        seed_everything(tcfg["random_seed"] + dist.rank)
+
+        self.train_set = build_dataset(cfg, "train", train=True)
+        self.vocab = self.train_set.vocab
+        self.dev_set = build_dataset(cfg, "dev", vocab=self.vocab)
+        self.model = build_model(cfg, self.vocab).to(dist.device)
+        if tcfg["sync_bn"] and dist.is_distributed:
+            if dist.device.type != "cuda":
+                raise UserError("training.sync_bn: torch's SyncBatchNorm runs on GPUs only; set it to false on CPUs")
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.accumulation = tcfg["gradient_accumulation"]
+        self.sampler = TrainBatchSampler(
+            self.train_set.num_frames, tcfg["batch_size"], dist.rank, dist.world_size, tcfg["random_seed"],
+            shuffle=tcfg["shuffle"], bucket=tcfg["length_bucketing"], multiple_of=self.accumulation,
+        )
+        self.steps_per_epoch = self.sampler.batches_per_epoch // self.accumulation
+        self.total_steps = self.steps_per_epoch * tcfg["total_epoch"]
+        # What must not change when a run resumes: it fixes the data order and the schedule.
+        self.layout = {"global_batch": tcfg["batch_size"] * dist.world_size, "gradient_accumulation": self.accumulation,
+                       "train_samples": len(self.train_set), "steps_per_epoch": self.steps_per_epoch}
+        opt_cfg = tcfg["optimization"]
+        self.optimizer = build_optimizer(self.model, opt_cfg)
+        self.scheduler = build_scheduler(self.optimizer, opt_cfg, self.total_steps, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=dist.device.type == "cuda" and tcfg["amp"] == "fp16")
+        self.ema = build_ema(self.model, tcfg["ema"]["decay"]) if tcfg["ema"]["enabled"] else None
+        self.state = {"step": 0, "epoch": 0, "best": None, "skipped_steps": 0, "skipped_samples": 0,
+                      "nonfinite_run": 0, "infeasible_samples": 0}
+
+        resumed = self.resume()
+        log.info(
+            "task %s: %d train / %d dev samples, %d processes x batch %d x accumulation %d, "
+            "%d steps per epoch, %d steps in all, %.2fM parameters%s",
+            cfg["task"], len(self.train_set), len(self.dev_set), dist.world_size, tcfg["batch_size"],
+            self.accumulation, self.steps_per_epoch, self.total_steps,
+            sum(p.numel() for p in self.model.parameters()) / 1e6,
+            f", resumed from {resumed} at step {self.state['step']}" if resumed else "",
+        )
+        self.ddp_model = self.model
+        if dist.is_distributed:
+            device_ids = [dist.device.index] if dist.device.type == "cuda" else None
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.writer = _tensorboard(self.model_dir, self.state["step"]) if dist.is_main else None
+        self.progress = Progress(self.total_steps, self.state["step"], enabled=dist.is_main)
+        self.metric_name = tcfg["validation"]["metric"]
+        self.step_ok = True
+        self._reset_window()
+
+    def fit(self) -> dict[str, Any]:
+        state = self.state
+        while state["step"] < self.total_steps:
+            epoch = state["epoch"] = state["step"] // self.steps_per_epoch
+            self.sampler.set_epoch(epoch, start_batch=(state["step"] % self.steps_per_epoch) * self.accumulation)
+            self.train_set.set_epoch(epoch)
+            seed = _mix(self.tcfg["random_seed"], epoch, self.dist.rank)
+            loader = make_loader(self.train_set, self.sampler, self.tcfg["num_workers"], seed)
+            self.model.train()
+            self.step_ok, self.epoch_counts = True, {"skipped": 0, "infeasible": 0}
+            for micro, batch in enumerate(loader, start=1):
+                last_micro = micro % self.accumulation == 0
+                self.micro_step(batch, last_micro)
+                if last_micro and self.finish_step():
+                    break
+            self._report_epoch(epoch)
+        self.progress.close()
+        if self.writer is not None:
+            self.writer.close()
+        log.info("done: %d steps, best dev %s %.3f, %d steps skipped, %d samples skipped; checkpoints in %s",
+                 state["step"], self.metric_name, state["best"] if state["best"] is not None else float("nan"),
+                 state["skipped_steps"], state["skipped_samples"], self.ckpt_dir)
+        return state
+
+    def micro_step(self, batch: dict[str, Any], last_micro: bool) -> None:
+        """Forward and backward one micro-batch, or note why the step cannot use it.
+
+        Ranks decide together whether to run forward: DDP's forward is itself a collective (it
+        broadcasts buffers such as BatchNorm statistics), so either every rank runs it or none does.
+        """
+        fatal = bool(batch["bad"]) and not self.cfg["data"]["skip_bad_samples"]
+        n_fatal, n_bad, n_empty = all_reduce_sum([fatal, len(batch["bad"]), batch["size"] == 0], self.dist.device)
+        if n_fatal:
+            raise DataError(_first_bad_message(batch["bad"]))
+        for message in batch["bad"]:
+            log.warning("skipped: %s", message)
+        self.state["skipped_samples"] += int(n_bad)
+        self.epoch_counts["skipped"] += int(n_bad)
+        if n_empty:
+            self.step_ok = False  # an empty batch on some rank spoils the whole step
+        if not self.step_ok:
+            return
+        batch = move_to(batch, self.dist.device)
+        # Accumulating micro-batches skip DDP's gradient all-reduce; only the step's last one syncs.
+        # DDP decides this in forward, so the backward below need not sit inside the context.
+        no_sync = self.ddp_model.no_sync() if self.dist.is_distributed and not last_micro else contextlib.nullcontext()
+        with no_sync, autocast(self.dist.device, self.tcfg["amp"]):
+            outputs = self.ddp_model(batch)
+        loss = outputs["loss"]
+        finite = bool(torch.isfinite(loss.detach()))
+        n_nonfinite, loss_sum, n_samples, n_infeasible = all_reduce_sum(
+            [not finite, float(loss.detach()) * batch["size"] if finite else 0.0, batch["size"] if finite else 0,
+             int(outputs.get("num_infeasible", 0))],
+            self.dist.device,
+        )
+        self.state["infeasible_samples"] += int(n_infeasible)
+        self.epoch_counts["infeasible"] += int(n_infeasible)
+        if n_nonfinite:
+            self.step_ok = False
+            return
+        self.scaler.scale(loss / self.accumulation).backward()
+        self.window_loss += loss_sum
+        self.window_samples += n_samples
+
+    def finish_step(self) -> bool:
+        """Apply (or drop) the accumulated gradients, log, validate; True at the end of an epoch."""
+        state = self.state
+        if self.step_ok:
+            _optimizer_step(self.model, self.optimizer, self.scaler, self.tcfg["clip_grad_norm"])
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            state["nonfinite_run"] = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            state["skipped_steps"] += 1
+            state["nonfinite_run"] += 1
+            log.warning("step %d skipped: non-finite loss or no usable samples (%d in a row)",
+                        state["step"] + 1, state["nonfinite_run"])
+            if state["nonfinite_run"] >= self.tcfg["max_nonfinite_steps"]:
+                raise UserError(
+                    f"stopping: {state['nonfinite_run']} steps in a row had a non-finite loss or no usable samples "
+                    f"(training.max_nonfinite_steps); the last good checkpoint is in {self.ckpt_dir}"
+                )
+        step_lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+        self.scheduler.step()
+        state["step"] += 1
+        self.step_ok = True
+
+        if state["step"] % self.tcfg["log_freq"] == 0:
+            if self.dist.is_main:
+                elapsed = time.perf_counter() - self.window_start
+                _log_train(self.writer, self.progress, state["step"], self.window_loss / max(self.window_samples, 1),
+                           step_lrs, self.window_samples / elapsed, self.dist)
+            self._reset_window()
+        end_of_epoch = state["step"] % self.steps_per_epoch == 0
+        if _validation_due(self.tcfg["validation"], state["step"], self.steps_per_epoch, end_of_epoch) \
+                or state["step"] == self.total_steps:
+            self.validate()
+        return end_of_epoch
+
+    def validate(self) -> None:
+        started = time.perf_counter()
+        eval_model = self.ema.module if self.ema is not None else self.model
+        metrics, _ = evaluate(eval_model, self.dev_set, self.vocab, self.cfg, self.dist)
+        is_best = _improves(self.metric_name, metrics[self.metric_name], self.state["best"])
+        if is_best:
+            self.state["best"] = metrics[self.metric_name]
+        self.save(is_best)
+        if self.dist.is_main:
+            _log_validation(self.writer, self.state["step"], metrics, self.metric_name, self.state["best"])
+        self.window_start += time.perf_counter() - started  # samples/s counts training only
+
+    def save(self, is_best: bool) -> None:
+        """Write a checkpoint that continues the run exactly: all state, and every rank's RNG."""
+        rng_states = gather_objects(_rng_state())
+        if not self.dist.is_main:
+            return
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "state": dict(self.state),
+            "layout": self.layout,
+            "rng": rng_states,
+            "world_size": self.dist.world_size,
+            "config": self.cfg,
+            "vocab": self.vocab.to_state(),
+        }
+        path = ckpt.write_step_checkpoint(payload, self.ckpt_dir, self.state["step"],
+                                          self.tcfg["keep_last_ckpts"], is_best)
+        log.info("saved %s%s", path, " (best)" if is_best else "")
+
+    def resume(self) -> Path | None:
+        """Continue from the newest valid checkpoint of this run, else from `training.from_ckpt`.
+
+        Rank 0 picks the file and every rank loads that one, so no rank can pick a file another rank
+        saw corrupt or not yet written.
+        """
+        found = ckpt.load_newest_valid(self.ckpt_dir) if self.dist.is_main else None
+        chosen = str(found[1]) if found else self.tcfg["from_ckpt"]
+        chosen = broadcast_object(chosen)
+        if chosen is None:
+            return None
+        path = Path(chosen)
+        payload = found[0] if found else ckpt.load_checkpoint(path)
+        saved_layout = payload.get("layout", self.layout)
+        if saved_layout != self.layout:
+            raise CheckpointError(
+                f"checkpoint {path} was written with {_describe(saved_layout)}, this run has "
+                f"{_describe(self.layout)}; resuming would change the data order and the schedule. "
+                "Keep training.batch_size x processes, training.gradient_accumulation and the train split, "
+                "or start in a new training.model_dir"
             )
-            if n_fatal:
-                raise DataError(_first_bad_message(batch["bad"]))
-            if batch["bad"]:
-                for message in batch["bad"]:
-                    log.warning("skipped: %s", message)
-            state["skipped_samples"] += int(n_skipped)
-            epoch_skipped += int(n_skipped)
-            if step_ok and n_unusable == 0:
-                scaler.scale(loss / accumulation).backward()
-                window_loss, window_samples = window_loss + loss_sum, window_samples + n_samples
-            elif step_ok:
-                step_ok = False  # a non-finite loss or an empty batch on some rank spoils the whole step
-            if not last_micro:
-                continue
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        if self.ema is not None and payload.get("ema") is not None:
+            self.ema.load_state_dict(payload["ema"])
+        self.state.update(payload["state"])
+        if payload["world_size"] == self.dist.world_size:
+            _set_rng_state(payload["rng"][self.dist.rank])
+        else:
+            log.warning("checkpoint was written by %d processes, now %d: RNG streams start afresh",
+                        payload["world_size"], self.dist.world_size)
+        return path
 
-            if step_ok:
-                _optimizer_step(model, optimizer, scaler, tcfg["clip_grad_norm"])
-                if ema is not None:
-                    ema.update_parameters(model)
-                nonfinite_run = 0
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                state["skipped_steps"] += 1
-                nonfinite_run += 1
-                log.warning("step %d skipped: non-finite loss or no usable samples (%d in a row)",
-                            state["step"] + 1, nonfinite_run)
-                if nonfinite_run >= tcfg["max_nonfinite_steps"]:
-                    raise UserError(
-                        f"stopping: {nonfinite_run} steps in a row had a non-finite loss or no usable samples "
-                        f"(training.max_nonfinite_steps); the last good checkpoint is in {ckpt_dir}"
-                    )
-            step_lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
-            scheduler.step()
-            state["step"] += 1
-            step_ok = True
+    def _reset_window(self) -> None:
+        self.window_loss, self.window_samples, self.window_start = 0.0, 0.0, time.perf_counter()
 
-            if state["step"] % tcfg["log_freq"] == 0 and dist.is_main:
-                elapsed = time.perf_counter() - window_start
-                _log_train(writer, progress, state["step"], window_loss / max(window_samples, 1),
-                           step_lrs, window_samples / elapsed, dist)
-            if state["step"] % tcfg["log_freq"] == 0:
-                window_loss, window_samples, window_start = 0.0, 0.0, time.perf_counter()
-
-            end_of_epoch = state["step"] % steps_per_epoch == 0
-            if _validation_due(tcfg["validation"], state["step"], steps_per_epoch, end_of_epoch) \
-                    or state["step"] == total_steps:
-                eval_model = ema.module if ema is not None else model
-                metrics, _ = evaluate(eval_model, dev_set, vocab, cfg, dist)
-                is_best = _improves(metric_name, metrics[metric_name], state["best"])
-                if is_best:
-                    state["best"] = metrics[metric_name]
-                save(ckpt_dir, state, cfg, vocab, model, optimizer, scheduler, scaler, ema, dist, is_best)
-                if dist.is_main:
-                    _log_validation(writer, state["step"], metrics, metric_name, state["best"])
-            if end_of_epoch:
-                if epoch_skipped:
-                    log.warning("epoch %d: %d unreadable samples skipped", epoch + 1, epoch_skipped)
-                break
-    progress.close()
-    if writer is not None:
-        writer.close()
-    log.info("done: %d steps, best dev %s %.3f, %d steps skipped, %d samples skipped; checkpoints in %s",
-             state["step"], metric_name, state["best"] if state["best"] is not None else float("nan"),
-             state["skipped_steps"], state["skipped_samples"], ckpt_dir)
-    return state
+    def _report_epoch(self, epoch: int) -> None:
+        if self.epoch_counts["skipped"]:
+            log.warning("epoch %d: %d unreadable samples skipped", epoch + 1, self.epoch_counts["skipped"])
+        if self.epoch_counts["infeasible"]:
+            log.warning("epoch %d: %d samples had fewer output frames than their CTC target needs; "
+                        "their loss counted as 0", epoch + 1, self.epoch_counts["infeasible"])
 
 
 def seed_everything(seed: int) -> None:
@@ -187,7 +292,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _optimizer_step(model, optimizer, scaler, clip_norm: float | None) -> None:
+def _mix(*numbers: int) -> int:
+    """One 63-bit seed from several numbers, different for every combination."""
+    return int.from_bytes(hashlib.blake2b(repr(numbers).encode(), digest_size=8).digest(), "little") >> 1
+
+
+def _describe(layout: dict[str, int]) -> str:
+    return (f"global batch {layout['global_batch']} x accumulation {layout['gradient_accumulation']}, "
+            f"{layout['train_samples']} train samples, {layout['steps_per_epoch']} steps per epoch")
+
+
+def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    clip_norm: float | None) -> None:
     if clip_norm is not None:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
@@ -245,59 +361,15 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def save(ckpt_dir, state, cfg, vocab, model, optimizer, scheduler, scaler, ema, dist, is_best) -> None:
-    """Write a checkpoint that continues the run exactly: all state, and every rank's RNG."""
-    rng_states = gather_objects(_rng_state())
-    if not dist.is_main:
-        return
-    payload = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "state": dict(state),
-        "rng": rng_states,
-        "world_size": dist.world_size,
-        "config": cfg,
-        "vocab": vocab.to_state(),
-    }
-    path = ckpt.write_step_checkpoint(payload, ckpt_dir, state["step"], cfg["training"]["keep_last_ckpts"], is_best)
-    log.info("saved %s%s", path, " (best)" if is_best else "")
-
-
-def resume(ckpt_dir, from_ckpt, dist, model, optimizer, scheduler, scaler, ema, state) -> Path | None:
-    """Continue from the newest valid checkpoint of this run, else from `training.from_ckpt`."""
-    found = ckpt.load_newest_valid(ckpt_dir)
-    if found is None and from_ckpt:
-        found = ckpt.load_checkpoint(from_ckpt), Path(from_ckpt)
-    if found is None:
-        return None
-    payload, path = found
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    scaler.load_state_dict(payload["scaler"])
-    if ema is not None and payload.get("ema") is not None:
-        ema.load_state_dict(payload["ema"])
-    state.update(payload["state"])
-    if payload["world_size"] == dist.world_size:
-        _set_rng_state(payload["rng"][dist.rank])
-    else:
-        log.warning("checkpoint was written by %d processes, now %d: RNG streams start afresh",
-                    payload["world_size"], dist.world_size)
-    return path
-
-
-def _tensorboard(model_dir: Path, step: int):
+def _tensorboard(model_dir: Path, step: int) -> Any:
     from torch.utils.tensorboard import SummaryWriter
 
     # purge_step drops events a killed run logged after its last checkpoint, so curves do not fork.
     return SummaryWriter(str(model_dir / "tensorboard"), purge_step=step or None)
 
 
-def _log_train(writer, progress: Progress, step: int, loss: float, lrs: dict[str, float], samples_per_s: float,
-               dist: DistInfo) -> None:
+def _log_train(writer: Any, progress: Progress, step: int, loss: float, lrs: dict[str, float],
+               samples_per_s: float, dist: DistInfo) -> None:
     writer.add_scalar("train/loss", loss, step)
     writer.add_scalar("train/samples_per_s", samples_per_s, step)
     for name, lr in lrs.items():
@@ -309,7 +381,7 @@ def _log_train(writer, progress: Progress, step: int, loss: float, lrs: dict[str
                                    f"{samples_per_s:.1f} samples/s"))
 
 
-def _log_validation(writer, step: int, metrics: dict[str, float], metric_name: str, best: float) -> None:
+def _log_validation(writer: Any, step: int, metrics: dict[str, float], metric_name: str, best: float) -> None:
     for key, value in metrics.items():
         writer.add_scalar(f"dev/{key}", value, step)
     writer.flush()

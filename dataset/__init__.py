@@ -5,9 +5,16 @@ from typing import Any
 
 import torch
 
+from dataset.vocab import Vocabulary
 
-def build_dataset(cfg: dict[str, Any], split: str, train: bool = False) -> torch.utils.data.Dataset:
-    """The `split` ('train', 'dev' or 'test') of the task's corpus; `train` turns augmentation on."""
+
+def build_dataset(
+    cfg: dict[str, Any], split: str, train: bool = False, vocab: Vocabulary | None = None
+) -> torch.utils.data.Dataset:
+    """The `split` ('train', 'dev' or 'test') of the task's corpus; `train` turns augmentation on.
+
+    `vocab` (the train split's, or a checkpoint's) is shared by tasks whose vocabulary comes from data.
+    """
     if cfg["task"] == "lip_sentence":
         from dataset.grid import GridDataset
 

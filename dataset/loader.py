@@ -123,13 +123,18 @@ def collate(samples: list[dict[str, Any] | str]) -> dict[str, Any]:
     return batch
 
 
-def make_loader(dataset: torch.utils.data.Dataset, batch_sampler: Any, num_workers: int) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: torch.utils.data.Dataset, batch_sampler: Any, num_workers: int, seed: int
+) -> torch.utils.data.DataLoader:
+    """A loader over `ReportingDataset(dataset)`; `seed` seeds the workers (vary it by epoch and rank)."""
+    # A private generator: creating a loader must not draw from the global RNG, or a resumed run's
+    # dropout masks would drift from the uninterrupted run's.
+    generator = torch.Generator()
+    generator.manual_seed(seed)
     return torch.utils.data.DataLoader(
         ReportingDataset(dataset),
         batch_sampler=batch_sampler,
         num_workers=num_workers,
         collate_fn=collate,
-        # A private generator: creating a loader must not draw from the global RNG, or a resumed
-        # run's dropout masks would drift from the uninterrupted run's.
-        generator=torch.Generator(),
+        generator=generator,
     )

@@ -1,6 +1,6 @@
 import torch
 
-from utils.ctc import greedy_decode
+from utils.ctc import greedy_decode, infeasible_targets
 from utils.metrics import cer, edit_ops, wer
 
 
@@ -37,3 +37,16 @@ def test_greedy_decode_merges_repeats_only_without_blank_between():
     assert greedy_decode(one_hot([0, 3, 3, 3, 0]), torch.tensor([5])) == [[3]]
     # frames past a sample's length do not count
     assert greedy_decode(one_hot([2, 0, 3, 3]), torch.tensor([2])) == [[2]]
+
+
+def test_infeasible_targets_counts_samples_too_short_for_their_ctc_target():
+    targets, target_lengths = torch.tensor([1, 1, 2, 3, 3, 4]), torch.tensor([3, 2, 1])  # "a a b", "c c", "d"
+    needed = [4, 3, 1]  # a blank must separate equal neighbours; none across two samples' targets
+    assert infeasible_targets(torch.tensor(needed), targets, target_lengths) == 0
+    assert infeasible_targets(torch.tensor([3, 2, 1]), targets, target_lengths) == 2
+    assert infeasible_targets(torch.tensor([4, 3, 0]), targets, target_lengths) == 1
+    assert infeasible_targets(torch.tensor([1, 1]), torch.tensor([5, 5]), torch.tensor([1, 1])) == 0
+    log_probs = torch.randn(3, 4, 6).log_softmax(-1)
+    loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, torch.tensor([3, 2, 1]), target_lengths,
+                                        reduction="none")
+    assert torch.isinf(loss).sum() == 2  # torch agrees on which ones are impossible

@@ -12,9 +12,15 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, entry_command, free_port, grid_opts, run
-from utils.checkpoint import load_checkpoint
+from conftest import DEMO_CONFIG, ROOT, entry_command, free_port, grid_opts, run
+from utils.checkpoint import load_checkpoint, load_newest_valid
 from utils.config import load_config
+
+
+def video_path(corpus: Path, entry: str) -> Path:
+    """Where the demo config looks for the video of split-list entry `speaker/id`."""
+    speaker, vid = entry.split("/")
+    return corpus / yaml.safe_load(DEMO_CONFIG.read_text())["data"]["video_pattern"].format(speaker=speaker, id=vid)
 
 
 def final_weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -77,7 +83,8 @@ def test_a_run_killed_with_sigkill_and_relaunched_ends_bit_identical(trained, gr
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
-    killed_at = load_checkpoint(model_dir / "ckpts" / "last.ckpt")["state"]["step"]
+    # The newest step file, not last.ckpt: the kill may land between writing one and linking the other.
+    killed_at = load_newest_valid(model_dir / "ckpts")[0]["state"]["step"]
     total = load_checkpoint(trained / "ckpts" / "last.ckpt")["state"]["step"]
     assert killed_at < total, "the run finished before it could be killed"
     result = run(cmd)
@@ -180,12 +187,9 @@ def damaged_corpus(grid_corpus, tmp_path) -> tuple[Path, list[str]]:
 
     corpus = tmp_path / "grid"
     shutil.copytree(grid_corpus, corpus)
-    cfg = yaml.safe_load((ROOT / "experiments/configs/demo/grid_lipnet.yaml").read_text())
-    pattern = cfg["data"]["video_pattern"]
     damaged = []
     for i, line in enumerate((corpus / "train.txt").read_text().split()[:3]):
-        speaker, vid = line.split("/")
-        path = corpus / pattern.format(speaker=speaker, id=vid)
+        path = video_path(corpus, line)
         [lambda p: p.write_bytes(p.read_bytes()[:300]), lambda p: p.write_bytes(b""), Path.unlink][i](path)
         damaged.append(str(path))
     return corpus, damaged
@@ -208,6 +212,34 @@ def test_bad_videos_are_skipped_and_counted_when_asked(damaged_corpus, tmp_path)
     for path in damaged:
         assert path in result.stdout
     assert "epoch 1: 3 unreadable samples skipped" in result.stdout
+
+
+def test_an_empty_batch_on_one_rank_skips_the_step_on_all_ranks_with_batchnorm(grid_corpus, tmp_path):
+    # DDP's forward broadcasts BatchNorm buffers: a rank that skipped forward alone would hang the others.
+    import shutil
+
+    corpus = tmp_path / "grid"
+    shutil.copytree(grid_corpus, corpus)
+    video_path(corpus, (corpus / "train.txt").read_text().split()[0]).unlink()
+    opts = grid_opts(corpus, tmp_path / "bn", **{
+        "data.skip_bad_samples": "true", "training.shuffle": "false", "training.batch_size": 1,
+        "training.total_epoch": 1, "model.LipNet.batch_norm": "true", "training.validation.unit": "epoch"})
+    result = run(entry_command("training.py", opts, nproc=2), timeout=240)
+    assert "step 1 skipped: non-finite loss or no usable samples" in result.stdout
+    assert "epoch 1: 1 unreadable samples skipped" in result.stdout
+    assert load_checkpoint(tmp_path / "bn" / "ckpts" / "last.ckpt")["state"]["skipped_steps"] == 1
+
+
+def test_resuming_with_another_global_batch_is_refused_naming_both(trained, grid_corpus, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "rebatched"
+    shutil.copytree(trained / "ckpts", model_dir / "ckpts")
+    result = run(entry_command("training.py", grid_opts(grid_corpus, model_dir, **EMA, **{"training.batch_size": 2})),
+                 check=False)
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: checkpoint ") and "global batch 4" in message and "global batch 2" in message
 
 
 def test_sync_batchnorm_on_cpu_processes_is_refused_before_training(grid_corpus, tmp_path):

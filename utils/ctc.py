@@ -49,6 +49,19 @@ def ctc_loss(
     return per_sample.mean()
 
 
+def infeasible_targets(lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> int:
+    """How many samples have fewer frames than CTC needs for their target (its length plus one blank
+    between each pair of equal neighbours); `ctc_loss` zeroes their loss, so callers should report them."""
+    needed = target_lengths.clone()
+    if targets.numel() > 1:
+        repeats = (targets[1:] == targets[:-1]).long()
+        ends = target_lengths.cumsum(0)[:-1] - 1  # a pair across two samples' targets is no repeat
+        repeats[ends[ends < len(repeats)]] = 0
+        sample = torch.repeat_interleave(torch.arange(len(target_lengths), device=targets.device), target_lengths)
+        needed = needed.index_add(0, sample[1:], repeats)
+    return int((lengths.to(needed.device) < needed).sum())
+
+
 def _logaddexp(a: float, b: float) -> float:
     """log(exp(a) + exp(b)) on Python floats: `math` is much faster than numpy on scalars."""
     if a < b:

@@ -36,7 +36,7 @@ def evaluate(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Metrics over the whole split, and per-sample results in dataset order, on every rank."""
     batches = eval_batches(len(dataset), cfg["testing"]["batch_size"], dist.rank, dist.world_size)
-    loader = make_loader(dataset, batches, cfg["training"]["num_workers"])
+    loader = make_loader(dataset, batches, cfg["training"]["num_workers"], cfg["training"]["random_seed"])
     was_training = model.training
     model.eval()
     rows, loss_sum, bad = [], 0.0, []
