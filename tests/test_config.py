@@ -41,6 +41,7 @@ def test_defaults_are_filled_and_overrides_are_read_as_yaml(tmp_path, grid_files
     assert cfg["training"]["optimization"]["learning_rate"]["default"] == 2e-4
     assert cfg["data"]["input"]["height"] == 64  # default
     assert cfg["training"]["validation"]["metric"] == "cer"  # the task's default metric
+    assert cfg["testing"]["cfg"]["recognition"]["beam_size"] == 1  # SLRT's key; 1 decodes greedily
 
 
 @pytest.mark.parametrize(
@@ -57,6 +58,17 @@ def test_defaults_are_filled_and_overrides_are_read_as_yaml(tmp_path, grid_files
         (["training.optimization.betas=[0.9, x]"], "key 'training.optimization.betas[1]' must be float"),
         (["task=lip_sentense"], "did you mean 'lip_sentence'?"),
         (["training.model_dir"], "expected key.path=value"),
+        (["training.model_dir=null"], "key 'training.model_dir' is required, got null"),
+        (["task=[lip_sentence]"], "key 'task' is ['lip_sentence'], expected one of"),
+        (["training.optimization.min_lr_ratio=2"], "key 'training.optimization.min_lr_ratio' is 2.0, expected at most 1"),
+        (["training.ema.decay=1"], "key 'training.ema.decay' is 1.0, expected below 1"),
+        (["training.optimization.gamma=0"], "key 'training.optimization.gamma' is 0.0, expected above 0"),
+        (["training.optimization.learning_rate.default=-1e-3"], "learning_rate.default' is -0.001, expected at least 0"),
+        (["training.clip_grad_norm=.nan"], "key 'training.clip_grad_norm' must be a finite number, got nan"),
+        (["training.optimization.weight_decay=inf"], "must be a finite number, got inf"),
+        (["testing.cfg.recognition.beam_size=0"], "key 'testing.cfg.recognition.beam_size' is 0, expected at least 1"),
+        # the suggestion is never the section the misspelt key already sits in
+        (["training.validation.validation=1"], "(did you mean 'training.validation.metric'?)"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_key(tmp_path, grid_files, opts, message):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,17 @@ import yaml
 
 from utils.errors import ConfigError
 
-REQUIRED = object()
+class _Required:
+    """Marks a key without a default. One instance, kept by deepcopy so `is REQUIRED` holds in copies."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+    def __deepcopy__(self, memo: dict) -> _Required:
+        return self
+
+
+REQUIRED = _Required()
 
 
 @dataclass(frozen=True)
@@ -29,14 +40,17 @@ class Field:
     path: bool = False  # an input file or folder: must exist when set
     item: type | None = None  # element type of a list
     length: int | None = None  # exact length of a list
-    minimum: float | None = None
+    minimum: float | None = None  # bounds: minimum/maximum inclusive, above/below exclusive
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
 
 
 @dataclass(frozen=True)
 class MapOf:
     """A mapping with free keys, e.g. per-module learning rates; `required` keys must be present."""
 
-    item: type
+    item: Field
     default: dict
     required: tuple[str, ...] = ()
 
@@ -55,13 +69,13 @@ SCHEMA: dict[str, Any] = {
         "gradient_accumulation": Field(1, INT, minimum=1),
         "total_epoch": Field(REQUIRED, INT, minimum=1),
         "keep_last_ckpts": Field(2, INT, minimum=1),
-        "clip_grad_norm": Field(None, FLOAT, minimum=0),
+        "clip_grad_norm": Field(None, FLOAT, above=0),
         "amp": Field("none", STR, choices=("none", "bf16", "fp16")),
         "sync_bn": Field(False, BOOL),
         "length_bucketing": Field(False, BOOL),
         "max_nonfinite_steps": Field(5, INT, minimum=1),
         "log_freq": Field(20, INT, minimum=1),
-        "ema": {"enabled": Field(False, BOOL), "decay": Field(0.999, FLOAT, minimum=0)},
+        "ema": {"enabled": Field(False, BOOL), "decay": Field(0.999, FLOAT, minimum=0, below=1)},
         "validation": {
             "unit": Field("epoch", STR, choices=("epoch", "step")),
             "freq": Field(1, INT, minimum=1),
@@ -69,18 +83,21 @@ SCHEMA: dict[str, Any] = {
         },
         "optimization": {
             "optimizer": Field("Adam", STR, choices=("Adam", "AdamW", "SGD")),
-            "learning_rate": MapOf(float, {}, required=("default",)),
+            "learning_rate": MapOf(Field(None, FLOAT, minimum=0), {}, required=("default",)),
             "weight_decay": Field(0.0, FLOAT, minimum=0),
             "betas": Field([0.9, 0.999], LIST, item=float, length=2),
-            "momentum": Field(0.9, FLOAT, minimum=0),
+            "momentum": Field(0.9, FLOAT, minimum=0, maximum=1),
             "scheduler": Field("cosine", STR, choices=("cosine", "step", "constant")),
             "warmup_epochs": Field(0.0, FLOAT, minimum=0),
-            "min_lr_ratio": Field(0.0, FLOAT, minimum=0),
+            "min_lr_ratio": Field(0.0, FLOAT, minimum=0, maximum=1),
             "milestones": Field([], LIST, item=float),
-            "gamma": Field(0.1, FLOAT, minimum=0),
+            "gamma": Field(0.1, FLOAT, above=0),
         },
     },
-    "testing": {"batch_size": Field(8, INT, minimum=1)},
+    "testing": {
+        "batch_size": Field(8, INT, minimum=1),
+        "cfg": {"recognition": {"beam_size": Field(1, INT, minimum=1)}},  # CTC: 1 is greedy decoding
+    },
 }
 
 # Each task adds its own `data`, `model` and `testing` keys, and names its metrics: the first is the
@@ -102,11 +119,11 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
                 "channel_order": Field("BGR", STR, choices=("BGR", "RGB")),
                 "max_frames": Field(75, INT, minimum=1),
             },
-            "augmentation": {"horizontal_flip": Field(0.5, FLOAT, minimum=0)},
+            "augmentation": {"horizontal_flip": Field(0.5, FLOAT, minimum=0, maximum=1)},
         },
         "model": {
             "LipNet": {
-                "dropout": Field(0.5, FLOAT, minimum=0),
+                "dropout": Field(0.5, FLOAT, minimum=0, below=1),
                 "channels": Field([32, 64, 96], LIST, item=int, length=3),
                 "hidden_size": Field(256, INT, minimum=1),
                 "batch_norm": Field(False, BOOL),
@@ -139,7 +156,7 @@ def load_config(path: str | os.PathLike, opts: Iterable[str] = (), check_paths: 
     for opt in opts:
         _apply_override(raw, opt)
     task = raw.get("task")
-    if task not in TASK_SCHEMAS:
+    if not isinstance(task, str) or task not in TASK_SCHEMAS:
         close = difflib.get_close_matches(str(task), TASK_SCHEMAS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{path}: key 'task' is {task!r}, expected one of {sorted(TASK_SCHEMAS)}{hint}")
@@ -223,12 +240,12 @@ class _Resolver:
         for key in spec.required:
             if key not in value:
                 raise ConfigError(f"{self.source}: key '{name}.{key}' is required")
-        return {str(k): self.field(v, Field(None, (spec.item,)), f"{name}.{k}") for k, v in value.items()}
+        return {str(k): self.field(v, spec.item, f"{name}.{k}") for k, v in value.items()}
 
     def field(self, value: Any, spec: Field, name: str) -> Any:
         source = self.source
-        if value is REQUIRED:
-            raise ConfigError(f"{source}: key '{name}' is required")
+        if value is REQUIRED or (value is None and spec.default is REQUIRED):
+            raise ConfigError(f"{source}: key '{name}' is required" + (", got null" if value is None else ""))
         if value is None:
             return None
         value = _coerce(value, spec.types, name, source)
@@ -240,11 +257,22 @@ class _Resolver:
             close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{source}: key '{name}' is {value!r}, expected one of {list(spec.choices)}{hint}")
-        if spec.minimum is not None and value < spec.minimum:
-            raise ConfigError(f"{source}: key '{name}' is {value!r}, expected at least {spec.minimum}")
+        out_of_range = _out_of_range(value, spec)
+        if out_of_range:
+            raise ConfigError(f"{source}: key '{name}' is {value!r}, expected {out_of_range}")
         if spec.path and self.check_paths and not Path(value).exists():
             raise ConfigError(f"{source}: key '{name}' names {value}, which does not exist")
         return value
+
+
+def _out_of_range(value: Any, spec: Field) -> str | None:
+    """What `value` should have been, if it is outside the field's bounds."""
+    checks = ((spec.minimum, "at least", lambda b: value >= b), (spec.maximum, "at most", lambda b: value <= b),
+              (spec.above, "above", lambda b: value > b), (spec.below, "below", lambda b: value < b))
+    for bound, words, ok in checks:
+        if bound is not None and not ok(bound):
+            return f"{words} {bound}"
+    return None
 
 
 def _coerce(value: Any, types: tuple[type, ...], name: str, source: str) -> Any:
@@ -254,9 +282,11 @@ def _coerce(value: Any, types: tuple[type, ...], name: str, source: str) -> Any:
             return float(value)
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: key '{name}' must be a finite number, got {value!r}")
     is_wrong_bool = isinstance(value, bool) and bool not in types  # bool is an int subclass
     if is_wrong_bool or not isinstance(value, types):
         expected = " or ".join(t.__name__ for t in types)
@@ -268,7 +298,8 @@ def _suggest(prefix: str, key: str, schema: dict, schema_root: dict) -> str:
     close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
     if close:
         return f" (did you mean '{prefix}{close[0]}'?)"
-    everywhere = list(_all_keys(schema_root))
+    # Never the section the key sits in, nor one above it: that is where the user already is.
+    everywhere = [k for k in _all_keys(schema_root) if not prefix.startswith(k + ".")]
     same_leaf = [k for k in everywhere if k.rsplit(".", 1)[-1] == key]
     close = same_leaf or difflib.get_close_matches(prefix + key, everywhere, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else f"; valid keys here: {', '.join(schema)}"
