@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from dataset import build_dataset
 from dataset.vocab import Vocabulary
 from modelling import build_model
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import atomic_write, load_checkpoint, load_state_strict
 from utils.cli import base_parser, run_main
 from utils.config import load_config
 from utils.distributed import DistInfo, init_distributed, shutdown
@@ -48,17 +47,21 @@ def main(argv: Sequence[str] | None = None) -> None:
 def predict(cfg: dict[str, Any], ckpt_path: Path, out_dir: Path, splits: Sequence[str], dist: DistInfo) -> dict[str, dict]:
     """Score each split with the checkpoint's weights; returns {split: summary}."""
     payload = load_checkpoint(ckpt_path)
+    absent = [key for key in ("model", "vocab") if key not in payload]
+    if absent:
+        raise CheckpointError(f"checkpoint {ckpt_path} holds no {' or '.join(map(repr, absent))}: "
+                              "expected a checkpoint written by training.py (with 'model' and 'vocab')")
     vocab = Vocabulary.from_state(payload["vocab"])
     model = build_model(cfg, vocab)
     weights, which = evaluation_weights(payload)
-    model.load_state_dict(weights)
+    load_state_strict(model, weights, f"checkpoint {ckpt_path} ({which} weights)")
     model.to(dist.device)
     summaries = {}
     for split in splits:
         if cfg["data"].get(split) is None:
             log.info("%s: no data.%s given, skipped", split, split)
             continue
-        metrics, rows = evaluate(model, build_dataset(cfg, split), vocab, cfg, dist)
+        metrics, rows = evaluate(model, build_dataset(cfg, split, vocab=vocab), vocab, cfg, dist)
         summary = {**metrics, "checkpoint": str(ckpt_path), "weights": which,
                    "step": payload.get("state", {}).get("step"), "testing": cfg["testing"]}
         summaries[split] = summary
@@ -71,8 +74,6 @@ def predict(cfg: dict[str, Any], ckpt_path: Path, out_dir: Path, splits: Sequenc
 
 def evaluation_weights(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The EMA weights when the run kept an EMA (what it validated with), else the raw weights."""
-    if "model" not in payload:
-        raise CheckpointError("checkpoint holds no 'model' weights")
     ema = payload.get("ema")
     if ema:
         return {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}, "ema"
@@ -80,13 +81,10 @@ def evaluation_weights(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 def _write(split_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    split_dir.mkdir(parents=True, exist_ok=True)
-    tmp = split_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, split_dir / "summary.json")
-    with open(split_dir / "results.jsonl", "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary_text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    results_text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    atomic_write(split_dir / "results.jsonl", lambda f: f.write(results_text.encode()))
+    atomic_write(split_dir / "summary.json", lambda f: f.write(summary_text.encode()))
     log.info("wrote %s and %s", split_dir / "summary.json", split_dir / "results.jsonl")
 
 

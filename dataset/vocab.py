@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Sequence
 
 from utils.errors import DataError
@@ -34,8 +35,13 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        # cached_property writes the instance __dict__ directly, which a frozen dataclass allows
+        return {t: i for i, t in enumerate(self.tokens)}
+
     def encode(self, text: str, where: str = "") -> list[int]:
-        index = {t: i for i, t in enumerate(self.tokens)}
+        index = self._index
         units = text.split() if self.joiner == " " else list(text)
         unknown = sorted({u for u in units if u not in index or u == BLANK})
         if unknown and self.unk is not None:

@@ -5,12 +5,14 @@ into token ids per sample for scoring.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 from torch import nn
 
 from dataset.vocab import Vocabulary, grid_characters
 from utils.checkpoint import load_weights
+from utils.errors import ConfigError
 
 
 def build_model(cfg: dict[str, Any], vocab: Vocabulary | None = None) -> nn.Module:
@@ -21,15 +23,26 @@ def build_model(cfg: dict[str, Any], vocab: Vocabulary | None = None) -> nn.Modu
         vocab = vocab or grid_characters()
         part = cfg["model"]["LipNet"]
         inp = cfg["data"]["input"]
-        model = LipNet(
-            num_classes=len(vocab),
-            input_size=(inp["height"], inp["width"]),
-            channels=tuple(part["channels"]),
-            hidden_size=part["hidden_size"],
-            dropout=part["dropout"],
-            batch_norm=part["batch_norm"],
-        )
+        with _as_config_error("model.LipNet / data.input"):
+            model = LipNet(
+                num_classes=len(vocab),
+                input_size=(inp["height"], inp["width"]),
+                channels=tuple(part["channels"]),
+                hidden_size=part["hidden_size"],
+                dropout=part["dropout"],
+                batch_norm=part["batch_norm"],
+            )
         if part["load_ckpt"]:
             load_weights(model, part["load_ckpt"], "model.LipNet.load_ckpt")
+        model.beam_size = cfg["testing"]["cfg"]["recognition"]["beam_size"]
         return model
     raise ValueError(f"no model for task {task!r}")
+
+
+@contextlib.contextmanager
+def _as_config_error(section: str) -> Iterator[None]:
+    """A network's own argument checks (ValueError) reported as the config section they came from."""
+    try:
+        yield
+    except ValueError as err:
+        raise ConfigError(f"{section}: {err}") from None

@@ -1,5 +1,6 @@
 import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -60,3 +61,28 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_and_the_code_never_runs(t
         with pytest.raises(CheckpointError, match=f"{name} cannot be loaded safely"):
             ckpt.load_checkpoint(name)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_atomic_write_syncs_the_file_and_its_folder_and_replaces_the_old_content(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "results.jsonl"
+    ckpt.atomic_write(path, lambda f: f.write(b"old\n"))
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ckpt.atomic_write(path, lambda f: f.write(b"new\n"))
+    assert path.read_bytes() == b"new\n" and os.listdir(path.parent) == ["results.jsonl"]
+    assert synced == [False, True]  # the temporary file, then the folder that holds the rename
+
+
+def test_resuming_deletes_temporary_files_a_killed_writer_left_and_nothing_else(tmp_path):
+    ckpt.write_step_checkpoint(state(1), tmp_path, 1, keep_last=2, is_best=False)
+    orphans = [".step_2.ckpt.4242.tmp", ".last.ckpt.4242.tmp"]
+    others = ["notes.tmp", ".step_2.ckpt.tmp", "step_2.ckpt.4242.tmp"]
+    for name in orphans + others:
+        (tmp_path / name).write_bytes(b"PK partial")
+    assert ckpt.load_newest_valid(tmp_path)[0]["state"]["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others + ["last.ckpt", "step_1.ckpt"])

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -66,3 +68,47 @@ def test_a_samples_output_does_not_depend_on_padding_or_on_other_samples(batch_n
         a = model.encode(alone["video"], alone["video_lengths"])[0]
         b = model.encode(together["video"], together["video_lengths"])[1, :9]
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+class Reached(Exception):
+    pass
+
+
+def test_sync_batchnorm_conversion_replaces_the_norms_forward_uses():
+    model = LipNet(input_size=(32, 64), channels=(8, 16, 24), hidden_size=16, batch_norm=True)
+    keys = list(model.state_dict())
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert list(model.state_dict()) == keys  # bn1/bn2/bn3 keep their checkpoint names
+    called = []
+
+    def stop(module, _):  # SyncBatchNorm's forward needs a process group: reaching it is the point
+        called.append(module)
+        raise Reached
+
+    model.bn1.register_forward_pre_hook(stop)
+    with pytest.raises(Reached):
+        model.encode(tiny_batch([4])["video"], torch.tensor([4]))
+    assert called == [model.bn1] and isinstance(model.bn1, torch.nn.SyncBatchNorm)
+
+
+@pytest.mark.parametrize("size", [(50, 100), (45, 70), (47, 79), (15, 15)])  # 47, 79 and 15: H // 16 undercounts these
+def test_any_input_size_the_three_stages_can_reduce_works(size):
+    model = LipNet(input_size=size, channels=(4, 8, 8), hidden_size=8)
+    video = torch.rand(1, 3, 5, *size)
+    assert model.encode(video, torch.tensor([5])).shape == (1, 5, 28)
+
+
+def test_a_too_small_input_size_is_refused_naming_the_minimum():
+    with pytest.raises(ValueError, match=r"input_size \(14, 64\) is too small: .* at least \(15, 15\)"):
+        LipNet(input_size=(14, 64))
+
+
+def test_a_too_small_input_size_in_a_config_is_one_config_error(tmp_path):
+    from modelling import build_model
+    from utils.config import load_config
+    from utils.errors import ConfigError
+
+    config = Path(__file__).resolve().parents[1] / "experiments/configs/demo/grid_lipnet.yaml"
+    cfg = load_config(config, ["data.input.height=14", f"training.model_dir={tmp_path}"], check_paths=False)
+    with pytest.raises(ConfigError, match=r"model.LipNet / data.input: LipNet input_size \(14, 64\) is too small"):
+        build_model(cfg)

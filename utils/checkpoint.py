@@ -1,8 +1,9 @@
 """Checkpoints: atomic writes, keep-last-k, best-by-metric, and finding the newest valid one.
 
 Layout under `model_dir/ckpts/`: `step_{N}.ckpt` at each validation, `last.ckpt` and `best.ckpt`.
-Every file is written to a temporary name and moved into place with `os.replace`, so a crash leaves
-either the old file or the new one, never half of one. Loading always uses `weights_only=True`: a
+Every file is written through `atomic_write` (a temporary name, then `os.replace`), so a crash leaves
+either the old file or the new one, never half of one; resuming deletes the temporary files a killed
+process left behind. Loading always uses `weights_only=True`: a
 checkpoint holds only tensors and plain containers, and one carrying pickled code is refused.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -19,20 +20,46 @@ from utils.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 STEP_FILE = re.compile(r"^step_(\d+)\.ckpt$")
+TMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")
 
 
-def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Create or replace `path` with what `write(binary_file)` writes: a crash leaves the old or the new file.
+
+    Writes a temporary file in the same folder, flushes and fsyncs it, moves it into place with
+    `os.replace` and fsyncs the folder, so the rename itself survives a power cut.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _tmp_path(path)
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")  # TMP_FILE matches these names
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # best effort: Windows cannot open a folder, some file systems refuse fsync on one
+        pass
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -59,7 +86,15 @@ def step_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def load_newest_valid(ckpt_dir: str | os.PathLike) -> tuple[dict[str, Any], Path] | None:
-    """The newest `step_N.ckpt` that loads; corrupt ones are reported and passed over."""
+    """The newest `step_N.ckpt` that loads; corrupt ones are reported and passed over.
+
+    Temporary files a killed writer left behind are deleted first.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    for orphan in ckpt_dir.glob(".*.tmp"):
+        if TMP_FILE.match(orphan.name):
+            log.warning("removing %s, left by an interrupted checkpoint write", orphan)
+            orphan.unlink(missing_ok=True)
     for _, path in reversed(step_checkpoints(ckpt_dir)):
         try:
             return load_checkpoint(path), path
@@ -85,11 +120,12 @@ def write_step_checkpoint(
 
 def _link_atomic(src: Path, dst: Path) -> None:
     """Make `dst` a hard link to `src` (a copy where links are not supported), atomically."""
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    tmp = _tmp_path(dst)
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
         os.replace(tmp, dst)
+        _fsync_dir(dst.parent)
     except OSError:
         tmp.unlink(missing_ok=True)
         save_atomic(load_checkpoint(src), dst)
@@ -105,18 +141,23 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, what: str) ->
     """Initialise `module` strictly from a weights file: a plain state_dict or one of our checkpoints."""
     state = load_checkpoint(path)
     state_dict = strip_prefix(state.get("model", state))
+    load_state_strict(module, state_dict, f"{what}: {path}")
+    log.info("%s: loaded %d tensors from %s", what, len(state_dict), path)
+
+
+def load_state_strict(module: torch.nn.Module, state_dict: dict[str, Any], source: str) -> None:
+    """`module.load_state_dict(state_dict, strict=True)`; a mismatch is a CheckpointError naming `source`."""
     missing, unexpected = _mismatch(module, state_dict)
     if missing or unexpected:
         raise CheckpointError(
-            f"{what}: {path} does not match the model: missing keys {missing[:10]}"
+            f"{source} does not match the model: missing keys {missing[:10]}"
             f"{' ...' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}"
             f"{' ...' if len(unexpected) > 10 else ''}"
         )
     try:
         module.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{what}: {path}: {' '.join(str(err).split())[:500]}") from None
-    log.info("%s: loaded %d tensors from %s", what, len(state_dict), path)
+    except RuntimeError as err:  # shapes differ
+        raise CheckpointError(f"{source} does not match the model: {' '.join(str(err).split())[:500]}") from None
 
 
 def _mismatch(module: torch.nn.Module, state_dict: dict[str, Any]) -> tuple[list[str], list[str]]:
