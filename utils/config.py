@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from utils.checkpoint import atomic_write
 from utils.errors import ConfigError
 
 class _Required:
@@ -114,8 +115,8 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
             "test": Field(None, STR, path=True),
             "skip_bad_samples": Field(False, BOOL),
             "input": {
-                "height": Field(64, INT, minimum=16),
-                "width": Field(128, INT, minimum=16),
+                "height": Field(64, INT, minimum=1),
+                "width": Field(128, INT, minimum=1),
                 "channel_order": Field("BGR", STR, choices=("BGR", "RGB")),
                 "max_frames": Field(75, INT, minimum=1),
             },
@@ -131,9 +132,69 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    # Sign2Gloss, SingleStream-SLT's keys where SLRT has them.
+    "S2G": {
+        "data": {
+            "dataset_name": Field("phoenix-2014t", STR),
+            "train": Field(REQUIRED, STR, path=True),  # annotations: SLRT pickle, Phoenix CSV or JSON lines
+            "dev": Field(REQUIRED, STR, path=True),
+            "test": Field(None, STR, path=True),
+            "skip_bad_samples": Field(False, BOOL),
+            "video": {
+                "root": Field(REQUIRED, STR, path=True),
+                # {split} {name} {video}: an mp4/avi file, a frame folder, or <zip>@<member pattern>
+                "pattern": Field("{split}/{name}.mp4", STR),
+            },
+            "input": {
+                "max_frames": Field(400, INT, minimum=4),
+                "frame_size": Field(None, LIST, item=int, length=2),  # [height, width] after decoding
+            },
+            "transform_cfg": {
+                "img_size": Field(224, INT, minimum=16),
+                "crop_scale": Field([0.7, 1.0], LIST, item=float, length=2),
+                "crop_ratio": Field([0.75, 1.3], LIST, item=float, length=2),
+                "color_jitter": {
+                    "p": Field(0.3, FLOAT, minimum=0, maximum=1),
+                    "brightness": Field(0.4, FLOAT, minimum=0),
+                    "contrast": Field(0.4, FLOAT, minimum=0),
+                    "saturation": Field(0.4, FLOAT, minimum=0),
+                    "hue": Field(0.1, FLOAT, minimum=0, maximum=0.5),
+                },
+                "hflip": Field(0.0, FLOAT, minimum=0, maximum=1),
+                "eval_crop": Field(1.0, FLOAT, above=0, maximum=1),
+                "temporal_augmentation": {"tmin": Field(0.5, FLOAT, above=0), "tmax": Field(1.5, FLOAT, above=0)},
+            },
+        },
+        "model": {
+            "RecognitionNetwork": {
+                "GlossTokenizer": {"gloss2id_file": Field(None, STR, path=True)},  # None: from train glosses
+                "frontend": Field("s3d", STR, choices=("s3d", "efficientnet")),
+                "input_convention": Field("slrt_bgr", STR, choices=("slrt_bgr", "torchvision_rgb")),
+                # use_block counts torchvision's s3d().features: SLRT's use_block 4 (Mixed_4f) is 13 here
+                "s3d": {
+                    "use_block": Field(13, INT, minimum=1, maximum=16),
+                    "freeze_block": Field(1, INT, minimum=0, maximum=16),
+                    "pretrained_ckpt": Field(None, STR, path=True),
+                },
+                "efficientnet": {
+                    "scale": Field("B", STR, choices=("T", "S", "B")),
+                    "stem_3d": Field(False, BOOL),
+                    "pretrained_ckpt": Field(None, STR, path=True),
+                },
+                "visual_head": {
+                    "hidden_size": Field(512, INT, minimum=1),
+                    "ff_size": Field(2048, INT, minimum=1),
+                    "ff_kernelsize": Field([3, 3], LIST, item=int, length=2),
+                    "pe": Field(True, BOOL),
+                    "dropout": Field(0.1, FLOAT, minimum=0, below=1),
+                },
+                "load_ckpt": Field(None, STR, path=True),
+            }
+        },
+    },
 }
 
-TASK_METRICS: dict[str, tuple[str, ...]] = {"lip_sentence": ("cer", "wer", "loss")}
+TASK_METRICS: dict[str, tuple[str, ...]] = {"lip_sentence": ("cer", "wer", "loss"), "S2G": ("wer", "loss")}
 LOWER_IS_BETTER = {"wer", "cer", "loss"}
 
 
@@ -170,11 +231,8 @@ def resolve_section(raw: dict[str, Any], schema: dict[str, Any], prefix: str = "
 
 
 def save_config(cfg: dict[str, Any], path: str | os.PathLike) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
-    os.replace(tmp, path)
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
