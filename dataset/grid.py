@@ -23,6 +23,8 @@ FRAME_UNITS = 1000  # GRID alignment times count 1000 units per video frame
 
 
 def read_split_list(path: str | Path) -> list[tuple[str, str]]:
+    if not Path(path).is_file():
+        raise DataError(f"split list {path} is not a file")
     entries = []
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         parts = line.strip().strip("/").split("/")

@@ -42,3 +42,10 @@ def test_unreadable_files_raise_one_error_naming_the_file(mp4, tmp_path, damage)
     with pytest.raises(DataError) as err:
         read_video(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_split_list_that_is_a_folder_is_one_data_error(tmp_path):
+    from dataset.grid import read_split_list
+
+    with pytest.raises(DataError, match=f"split list {tmp_path} is not a file"):
+        read_split_list(tmp_path)

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, one_line
 
 log = logging.getLogger(__name__)
 STEP_FILE = re.compile(r"^step_(\d+)\.ckpt$")
@@ -69,7 +69,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except Exception as err:  # torch raises many types for corrupt archives and refused globals
-        reason = " ".join(str(err).split())[:300]
+        reason = one_line(err)
         raise CheckpointError(f"checkpoint {path} cannot be loaded safely: {reason}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
@@ -157,7 +157,7 @@ def load_state_strict(module: torch.nn.Module, state_dict: dict[str, Any], sourc
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:  # shapes differ
-        raise CheckpointError(f"{source} does not match the model: {' '.join(str(err).split())[:500]}") from None
+        raise CheckpointError(f"{source} does not match the model: {one_line(err, 500)}") from None
 
 
 def _mismatch(module: torch.nn.Module, state_dict: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import yaml
 
 from utils.checkpoint import atomic_write
-from utils.errors import ConfigError
+from utils.errors import ConfigError, one_line
 
 class _Required:
     """Marks a key without a default. One instance, kept by deepcopy so `is REQUIRED` holds in copies."""
@@ -242,7 +242,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         # safe_load builds only plain YAML types: tags that construct Python objects are refused.
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+        raise ConfigError(f"{path}: not valid YAML: {one_line(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
     return data

@@ -15,3 +15,8 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     pass
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line, cut to `limit` characters (its type when it has no text)."""
+    return " ".join(str(err).split())[:limit] or type(err).__name__
