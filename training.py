@@ -7,7 +7,6 @@ same command resumes from the newest valid checkpoint in `training.model_dir/ckp
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import random
 import time
@@ -19,7 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dataset import build_dataset
-from dataset.loader import TrainBatchSampler, make_loader
+from dataset.loader import TrainBatchSampler, make_loader, seed_of
 from modelling import build_model
 from utils import checkpoint as ckpt
 from utils.cli import base_parser, run_main
@@ -112,7 +111,7 @@ class TrainingRun:
             epoch = state["epoch"] = state["step"] // self.steps_per_epoch
             self.sampler.set_epoch(epoch, start_batch=(state["step"] % self.steps_per_epoch) * self.accumulation)
             self.train_set.set_epoch(epoch)
-            seed = _mix(self.tcfg["random_seed"], epoch, self.dist.rank)
+            seed = seed_of(self.tcfg["random_seed"], epoch, self.dist.rank)
             loader = make_loader(self.train_set, self.sampler, self.tcfg["num_workers"], seed)
             self.model.train()
             self.step_ok, self.epoch_counts = True, {"skipped": 0, "infeasible": 0}
@@ -290,11 +289,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _mix(*numbers: int) -> int:
-    """One 63-bit seed from several numbers, different for every combination."""
-    return int.from_bytes(hashlib.blake2b(repr(numbers).encode(), digest_size=8).digest(), "little") >> 1
 
 
 def _describe(layout: dict[str, int]) -> str:

@@ -7,13 +7,13 @@ and alignments lie is given by patterns relative to `data.root`, e.g. `{speaker}
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dataset.loader import seed_of
 from dataset.video import read_video
 from dataset.vocab import Vocabulary, grid_characters
 from utils.errors import DataError
@@ -111,5 +111,4 @@ class GridDataset(torch.utils.data.Dataset):
 
     def _rng(self, index: int) -> random.Random:
         # Augmentation draws depend only on (seed, epoch, sample), never on worker or process layout.
-        key = f"{self.seed}/{self.epoch}/{self.split}/{index}".encode()
-        return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
+        return random.Random(seed_of(self.seed, self.epoch, self.split, index))

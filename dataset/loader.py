@@ -7,11 +7,20 @@ resume at any batch of an epoch. Evaluation gives every sample to exactly one ra
 """
 from __future__ import annotations
 
+import hashlib
+
 from typing import Any, Iterator, Sequence
 
 import torch
 
-from utils.errors import DataError, UserError
+from utils.errors import ConfigError, DataError, UserError
+
+
+def seed_of(*parts: object) -> int:
+    """A 64-bit seed that depends only on `parts` (e.g. seed, epoch, split, sample): the same in every
+    loader worker and process layout, different for every combination."""
+    key = "/".join(map(str, parts)).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
 
 class TrainBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -37,6 +46,9 @@ class TrainBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch = 0
         self.start_batch = 0
         self.global_batch = batch_size * world_size
+        if bucket and None in self.lengths:
+            raise ConfigError("training.length_bucketing needs every training sample's frame count; "
+                              "these annotations lack some (use SLRT pickles, or num_frames in JSON lines)")
         if self.batches_per_epoch == 0:
             raise UserError(
                 f"the training split has {len(self.lengths)} samples, fewer than one optimizer step needs "
@@ -94,7 +106,8 @@ class ReportingDataset(torch.utils.data.Dataset):
         try:
             return self.dataset[index]
         except DataError as err:
-            return f"sample {self.dataset.name(index)}: {err}"
+            prefix = f"sample {self.dataset.name(index)}: "
+            return str(err) if str(err).startswith(prefix) else prefix + str(err)
 
 
 def collate(samples: list[dict[str, Any] | str]) -> dict[str, Any]:

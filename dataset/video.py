@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.errors import DataError
+from utils.errors import DataError, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _ZIP_SPEC = re.compile(r"^(.*?\.zip)@(.*)$", re.IGNORECASE)
@@ -84,7 +84,7 @@ class DecordVideo(VideoSource):
         try:
             return fn()
         except Exception as err:  # decord raises its own DECORDError and RuntimeErrors
-            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            reason = one_line(err, 200)
             raise DataError(f"{self.name} cannot be decoded: {reason}") from None
 
 
@@ -106,7 +106,7 @@ class _ImageFrames(VideoSource):
         except DataError:
             raise
         except Exception as err:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
-            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            reason = one_line(err, 200)
             raise DataError(f"{self.name}: frame {frame} cannot be decoded: {reason}") from None
 
     @abstractmethod

@@ -43,3 +43,9 @@ def test_a_split_smaller_than_one_step_is_refused():
 def test_evaluation_scores_every_sample_exactly_once(n, world):
     seen = [i for rank in range(world) for batch in eval_batches(n, 2, rank, world) for i in batch]
     assert sorted(seen) == list(range(n))
+
+
+def test_bucketing_without_frame_counts_is_refused():
+    with pytest.raises(UserError, match="training.length_bucketing needs every training sample's frame count"):
+        TrainBatchSampler([10, None, 12, 9], 2, 0, 1, seed=0, bucket=True)
+    TrainBatchSampler([10, None, 12, 9], 2, 0, 1, seed=0, bucket=False)  # without bucketing counts are unused
