@@ -57,3 +57,11 @@ def run(cmd: list[str], check: bool = True, timeout: float = 300) -> subprocess.
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+@pytest.fixture(scope="session")
+def sign_corpus(tmp_path_factory) -> Path:
+    from dataset.synthetic import generate
+
+    out = tmp_path_factory.mktemp("demo")
+    return generate(out, seed=0, only=["sign"], scale=0.02)["sign"]
