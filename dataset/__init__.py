@@ -19,4 +19,16 @@ def build_dataset(
         from dataset.grid import GridDataset
 
         return GridDataset(cfg["data"], split, train=train, seed=cfg["training"]["random_seed"])
+    if cfg["task"] == "S2G":
+        from dataset.sign import SignDataset
+        from modelling.recognition import build_frontend, min_input_frames
+
+        data, network = cfg["data"], cfg["model"]["RecognitionNetwork"]
+        sign_cfg = {
+            **data,
+            "gloss2ids": network["GlossTokenizer"]["gloss2id_file"],
+            "temporal": data["transform_cfg"]["temporal_augmentation"],
+            "min_frames": min_input_frames(build_frontend(network, pretrained=False)),
+        }
+        return SignDataset(sign_cfg, split, train=train, seed=cfg["training"]["random_seed"], vocab=vocab)
     raise ValueError(f"no dataset for task {cfg['task']!r}")

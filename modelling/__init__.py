@@ -36,7 +36,22 @@ def build_model(cfg: dict[str, Any], vocab: Vocabulary | None = None) -> nn.Modu
             load_weights(model, part["load_ckpt"], "model.LipNet.load_ckpt")
         model.beam_size = cfg["testing"]["cfg"]["recognition"]["beam_size"]
         return model
+    if task == "S2G":
+        from modelling.recognition import RecognitionNetwork
+
+        if vocab is None:
+            raise ValueError("an S2G model needs the gloss vocabulary (the train split's, or a checkpoint's)")
+        part = cfg["model"]["RecognitionNetwork"]
+        with _as_config_error("model.RecognitionNetwork"):
+            model = RecognitionNetwork({**part, "augmentation": spatial_augmentation(cfg)}, len(vocab))
+        model.beam_size = cfg["testing"]["cfg"]["recognition"]["beam_size"]
+        return model
     raise ValueError(f"no model for task {task!r}")
+
+
+def spatial_augmentation(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`data.transform_cfg` less its temporal part: what the model applies to a batch on its device."""
+    return {k: v for k, v in cfg["data"]["transform_cfg"].items() if k != "temporal_augmentation"}
 
 
 @contextlib.contextmanager

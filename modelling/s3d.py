@@ -59,10 +59,17 @@ class S3DFrontend(nn.Module):
     """B x 3 x T x H x W (normalised) -> B x T' x C features, averaged over H and W."""
 
     def __init__(
-        self, use_block: int = 13, freeze_block: int = 0, pretrained: str | os.PathLike | None = None
+        self, use_block: int = 13, freeze_block: int = 0, pretrained: str | os.PathLike | None = None,
+        bn_momentum: float | None = None,
     ) -> None:
+        """`bn_momentum` None keeps torchvision's 0.001 (the Kinetics weights' statistics barely move);
+        training from scratch needs a larger one, e.g. 0.1, or evaluation sees the initial statistics."""
         super().__init__()
         features = s3d(weights=None).features
+        if bn_momentum is not None:
+            for module in features.modules():
+                if isinstance(module, nn.BatchNorm3d):
+                    module.momentum = bn_momentum
         if not 1 <= use_block <= len(features):
             raise ValueError(f"use_block must be in 1..{len(features)}, got {use_block}")
         if not 0 <= freeze_block <= use_block:

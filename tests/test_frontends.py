@@ -204,3 +204,11 @@ def test_checkpoint_without_batch_counters_loads(tmp_path) -> None:
     assert frontend.load_pretrained(path) == len(frontend.blocks.state_dict()) - counters
     loaded = frontend.blocks.state_dict()
     assert torch.equal(loaded["3.1.1.running_mean"], source["features.3.1.1.running_mean"])
+
+
+def test_s3d_bn_momentum_sets_every_batchnorm_and_defaults_to_torchvisions():
+    def momenta(frontend: S3DFrontend) -> set[float]:
+        return {m.momentum for m in frontend.modules() if isinstance(m, nn.BatchNorm3d)}
+
+    assert momenta(S3DFrontend(use_block=4)) == {0.001}
+    assert momenta(S3DFrontend(use_block=4, bn_momentum=0.1)) == {0.1}

@@ -175,6 +175,7 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
                     "use_block": Field(13, INT, minimum=1, maximum=16),
                     "freeze_block": Field(1, INT, minimum=0, maximum=16),
                     "pretrained_ckpt": Field(None, STR, path=True),
+                    "bn_momentum": Field(None, FLOAT, above=0, maximum=1),  # None: torchvision's 0.001
                 },
                 "efficientnet": {
                     "scale": Field("B", STR, choices=("T", "S", "B")),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from dataset.annotations import normalize_gloss
+
 
 def edit_ops(ref: Sequence, hyp: Sequence) -> tuple[int, int, int]:
     """(substitutions, deletions, insertions) of a minimum-edit alignment of `hyp` to `ref`.
@@ -59,4 +61,6 @@ def score(task: str, refs: Sequence[str], hyps: Sequence[str]) -> dict[str, floa
     """The metrics a task reports, from decoded references and hypotheses."""
     if task == "lip_sentence":
         return {"cer": cer(refs, hyps), **wer(refs, hyps)}
+    if task == "S2G":  # the cleanup that made the references, applied to the hypotheses too
+        return wer([normalize_gloss(r) for r in refs], [normalize_gloss(h) for h in hyps])
     raise ValueError(f"no metrics for task {task!r}")

@@ -1,0 +1,96 @@
+"""RecognitionNetwork of SingleStream-SLT (Sign2Gloss): frontend + VisualHead + CTC over glosses.
+
+The model takes the loader's padded uint8 batch as it is: it augments it on the batch's device
+(`augment_batch`, train or evaluation by `self.training`), scales it for the frontend
+(`to_model_input`), and returns SLRT's output names. CTC uses blank 0, zero_infinity, and sums over
+a sample's frames then averages over samples (SLRT: `CTCLoss(reduction="sum") / batch size`).
+
+Padding: the VisualHead masks by length, and the EfficientNet frontend (without `stem_3d`) works
+frame by frame, so in evaluation a sample's outputs do not depend on the batch. The S3D frontend's
+temporal convolutions and pools also read the padded frames, so its last few output steps of a
+shorter clip differ slightly from those of the clip run alone (SLRT behaves the same).
+"""
+from __future__ import annotations
+
+import os
+from itertools import count
+from typing import Any
+
+import torch
+from torch import nn
+
+from dataset.transforms import CONVENTIONS, augment_batch, augmentation_config, to_model_input
+from modelling.efficientnet import EfficientNetV2Frontend
+from modelling.s3d import S3DFrontend
+from modelling.visual_head import VisualHead
+from utils.checkpoint import load_checkpoint, load_state_strict, load_weights, strip_prefix
+from utils.ctc import ctc_loss, decode, infeasible_targets
+from utils.errors import ConfigError
+
+
+class RecognitionNetwork(nn.Module):
+    def __init__(self, cfg: dict[str, Any], num_glosses: int) -> None:
+        super().__init__()
+        if cfg["input_convention"] not in CONVENTIONS:
+            raise ConfigError(f"model.RecognitionNetwork.input_convention must be one of {CONVENTIONS}, "
+                              f"got {cfg['input_convention']!r}")
+        self.input_convention = cfg["input_convention"]
+        self.augmentation = augmentation_config(cfg["augmentation"])
+        self.frontend = build_frontend(cfg)
+        head = cfg["visual_head"]
+        self.visual_head = VisualHead(
+            num_glosses, self.frontend.out_channels, hidden_size=head["hidden_size"], ff_size=head["ff_size"],
+            ff_kernel_sizes=tuple(head["ff_kernelsize"]), dropout=head["dropout"], positional_encoding=head["pe"],
+        )
+        self.beam_size = 1  # set from testing.cfg.recognition.beam_size by the caller
+        self.min_frames = min_input_frames(self.frontend)
+        if cfg["load_ckpt"]:
+            load_weights(self, cfg["load_ckpt"], "model.RecognitionNetwork.load_ckpt")
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        lengths = batch["video_lengths"]
+        video = augment_batch(batch["video"], lengths, self.augmentation, self.training, batch.get("generator"))
+        features, output_lengths = self.frontend(to_model_input(video, self.input_convention), lengths)
+        head = self.visual_head(features, output_lengths)
+        log_probs = head["gloss_log_probabilities"]
+        targets = (output_lengths, batch["labels"], batch["label_lengths"])
+        return {
+            "loss": ctc_loss(log_probs, *targets),
+            "num_infeasible": infeasible_targets(*targets),
+            "gloss_logits": head["gloss_logits"],
+            "gloss_probabilities": head["gloss_probabilities"],
+            "gloss_log_probabilities": log_probs,
+            "gloss_features": head["gloss_feature"],
+            "output_lengths": output_lengths,
+        }
+
+    def decode(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> list[list[int]]:
+        """Gloss ids per sample, blanks removed: greedy for `beam_size` 1, prefix beam search above."""
+        return decode(outputs["gloss_log_probabilities"], outputs["output_lengths"], self.beam_size)
+
+
+def min_input_frames(frontend: S3DFrontend | EfficientNetV2Frontend) -> int:
+    """The shortest clip that gives the frontend at least one output step (datasets refuse shorter ones)."""
+    return next(n for n in count(1) if int(frontend.output_lengths(torch.tensor([n]))) > 0)
+
+
+def build_frontend(cfg: dict[str, Any], pretrained: bool = True) -> S3DFrontend | EfficientNetV2Frontend:
+    """The frontend `model.RecognitionNetwork` names, with its pretrained weights when given and asked for."""
+    if cfg["frontend"] == "s3d":
+        part = cfg["s3d"]
+        return S3DFrontend(part["use_block"], part["freeze_block"], part["pretrained_ckpt"] if pretrained else None,
+                           part["bn_momentum"])
+    if cfg["frontend"] == "efficientnet":
+        part = cfg["efficientnet"]
+        frontend = EfficientNetV2Frontend(part["scale"], stem_3d=part["stem_3d"])
+        if part["pretrained_ckpt"] and pretrained:
+            _load_efficientnet(frontend, part["pretrained_ckpt"])
+        return frontend
+    raise ConfigError(f"model.RecognitionNetwork.frontend must be 's3d' or 'efficientnet', got {cfg['frontend']!r}")
+
+
+def _load_efficientnet(frontend: EfficientNetV2Frontend, path: str | os.PathLike) -> None:
+    """Strictly load a frontend state dict or a torchvision EfficientNetV2 one (its classifier ignored)."""
+    state = strip_prefix(load_checkpoint(path), "module.")
+    state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    load_state_strict(frontend, state, f"model.RecognitionNetwork.efficientnet.pretrained_ckpt: {path}")
