@@ -172,6 +172,11 @@ class TrainingRun:
     def finish_step(self) -> bool:
         """Apply (or drop) the accumulated gradients, log, validate; True at the end of an epoch."""
         state = self.state
+        if self.step_ok and not self.scaler.is_enabled() and not _finite_gradients(self.model):
+            # A finite loss can still back-propagate inf or NaN; one update would spread it to every weight
+            # and into every later checkpoint. (fp16's scaler makes this check itself.)
+            log.warning("step %d: non-finite gradients from a finite loss", state["step"] + 1)
+            self.step_ok = False
         if self.step_ok:
             _optimizer_step(self.model, self.optimizer, self.scaler, self.tcfg["clip_grad_norm"])
             if self.ema is not None:
@@ -304,6 +309,11 @@ def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+
+
+def _finite_gradients(model: torch.nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
 
 def _first_bad_message(local_bad: list[str]) -> str:
