@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "experiments/configs/demo/grid_lipnet.yaml"
@@ -34,6 +35,34 @@ def grid_opts(corpus: Path, model_dir: Path, **extra) -> list[str]:
     }
     opts.update(extra)
     return [f"{k}={v}" for k, v in opts.items()]
+
+
+# The single-process reference runs keep an EMA and BatchNorm statistics: both must resume exactly.
+EMA = {"training.ema.enabled": "true", "training.ema.decay": 0.9, "model.LipNet.batch_norm": "true"}
+
+
+@pytest.fixture(scope="session")
+def undisturbed_run(grid_corpus, tmp_path_factory) -> Path:
+    """A tiny single-process LipNet run (grid_opts with EMA) trained to its end: what fault tests compare with."""
+    model_dir = tmp_path_factory.mktemp("undisturbed") / "run"
+    run(entry_command("training.py", grid_opts(grid_corpus, model_dir, **EMA)))
+    return model_dir
+
+
+def assert_identical(a, b, where: str) -> None:
+    """Equal nested checkpoint contents, tensors bit for bit (torch.equal)."""
+    if torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import DEMO_CONFIG, ROOT, entry_command, free_port, grid_opts, run
+from conftest import DEMO_CONFIG, EMA, ROOT, assert_identical, entry_command, free_port, grid_opts, run
 from utils.checkpoint import load_checkpoint, load_newest_valid
 from utils.config import load_config
 
@@ -27,15 +27,9 @@ def final_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(model_dir / "ckpts" / "last.ckpt")["model"]
 
 
-# The single-process runs keep an EMA and BatchNorm statistics: both must resume exactly.
-EMA = {"training.ema.enabled": "true", "training.ema.decay": 0.9, "model.LipNet.batch_norm": "true"}
-
-
 @pytest.fixture(scope="module")
-def trained(grid_corpus, tmp_path_factory) -> Path:
-    model_dir = tmp_path_factory.mktemp("single") / "run"
-    run(entry_command("training.py", grid_opts(grid_corpus, model_dir, **EMA)))
-    return model_dir
+def trained(undisturbed_run) -> Path:
+    return undisturbed_run
 
 
 def test_a_run_writes_its_config_checkpoints_log_and_tensorboard_events(trained):
@@ -93,21 +87,6 @@ def test_a_run_killed_with_sigkill_and_relaunched_ends_bit_identical(trained, gr
         uninterrupted = load_checkpoint(trained / "ckpts" / "last.ckpt")[part]
         resumed = load_checkpoint(model_dir / "ckpts" / "last.ckpt")[part]
         assert_identical(uninterrupted, resumed, part)
-
-
-def assert_identical(a, b, where: str) -> None:
-    if torch.is_tensor(a):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_identical(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_identical(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 def test_from_ckpt_continues_another_runs_checkpoint_to_the_same_end(trained, grid_corpus, tmp_path):

@@ -3,14 +3,16 @@
 Layout under `model_dir/ckpts/`: `step_{N}.ckpt` at each validation, `last.ckpt` and `best.ckpt`.
 Every file is written through `atomic_write` (a temporary name, then `os.replace`), so a crash leaves
 either the old file or the new one, never half of one; resuming deletes the temporary files a killed
-process left behind. Loading always uses `weights_only=True`: a
-checkpoint holds only tensors and plain containers, and one carrying pickled code is refused.
+process left behind. Loading checks the CRC-32 of every member (torch.load does not) and always uses
+`weights_only=True`: a checkpoint holds only tensors and plain containers, and one carrying pickled code is
+refused.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -65,6 +67,7 @@ def _fsync_dir(folder: Path) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with `weights_only=True`; refuse pickled code, report truncated or corrupt files."""
     try:
+        _check_crc(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
@@ -74,6 +77,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
     return state
+
+
+def _check_crc(path: str | os.PathLike) -> None:
+    """Read every member of a zip checkpoint to its end, so that zipfile checks its CRC-32.
+
+    torch.load does not: a flipped bit in a tensor would load as a wrong weight. Members with a CRC of 0
+    are passed over (torch writes 0 when `torch.serialization.set_crc32_options(False)` is in force).
+    """
+    if not zipfile.is_zipfile(path):
+        return  # a legacy (non-zip) file, or one too truncated to be a zip: torch.load reports it
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.CRC:
+                with archive.open(info) as member:
+                    while member.read(1 << 24):
+                        pass
 
 
 def step_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -106,16 +125,36 @@ def load_newest_valid(ckpt_dir: str | os.PathLike) -> tuple[dict[str, Any], Path
 def write_step_checkpoint(
     state: dict[str, Any], ckpt_dir: str | os.PathLike, step: int, keep_last: int, is_best: bool
 ) -> Path:
-    """Write `step_{step}.ckpt`, point `last.ckpt` (and `best.ckpt` if best) at it, prune old steps."""
+    """Write `step_{step}.ckpt`, point `last.ckpt` (and `best.ckpt` if best) at it, prune old steps.
+
+    A failed write (disk full, quota) is a CheckpointError; the files already there are left as they were.
+    Pruning counts only steps up to `step`: a newer file can only be one that resuming found unusable, and
+    counting it would delete the checkpoint just written.
+    """
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / f"step_{step}.ckpt"
-    save_atomic(state, path)
-    _link_atomic(path, ckpt_dir / "last.ckpt")
-    if is_best:
-        _link_atomic(path, ckpt_dir / "best.ckpt")
-    for _, old in step_checkpoints(ckpt_dir)[:-keep_last]:
+    try:
+        save_atomic(state, path)
+        _link_atomic(path, ckpt_dir / "last.ckpt")
+        if is_best:
+            _link_atomic(path, ckpt_dir / "best.ckpt")
+    except Exception as err:
+        cause = _os_error_in(err)
+        if cause is None:
+            raise
+        raise CheckpointError(f"checkpoint {path} could not be written ({one_line(cause)}); "
+                              f"the checkpoints already in {ckpt_dir} are intact") from None
+    older = [p for s, p in step_checkpoints(ckpt_dir) if s <= step]
+    for old in older[:-keep_last]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _os_error_in(err: BaseException | None) -> OSError | None:
+    """The OSError behind `err`: torch.save's zip writer replaces a failed write's OSError with a RuntimeError."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__context__
+    return err
 
 
 def _link_atomic(src: Path, dst: Path) -> None:
