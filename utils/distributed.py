@@ -40,8 +40,23 @@ def init_distributed() -> DistInfo:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None,
+                                **_store_of_this_restart(rank, world_size))
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def _store_of_this_restart(rank: int, world_size: int) -> dict[str, Any]:
+    """`init_process_group` arguments that give each torchrun restart (`--max-restarts`) its own store keys.
+
+    torchrun's agent serves one store for the whole job. After it restarts the workers, the keys still
+    hold the addresses the killed workers published, and gloo or NCCL would connect to those (and fail
+    or hang). Older torch prefixed the keys by TORCHELASTIC_RESTART_COUNT itself; torch 2.14 does not.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return {"store": dist.PrefixStore(f"/worker/attempt_{restart}", store), "rank": rank, "world_size": world_size}
 
 
 def shutdown() -> None:
