@@ -55,7 +55,7 @@ from pathlib import PurePosixPath
 from typing import Any, Iterable, Sequence
 
 from dataset.vocab import BLANK, Vocabulary
-from utils.errors import DataError
+from utils.errors import DataError, short_repr
 from utils.safe_pickle import PickleUnreadable, load_pickle, loads_pickle, read_maybe_gzip
 
 UNK = "<unk>"
@@ -224,9 +224,7 @@ def _check(path: Any, where: str, entry: dict[str, Any], key: str, kind: type,
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+    return f"{type(value).__name__} {short_repr(value, 60)}"
 
 
 def _unique(path: Any, samples: list[SignSample], where: Sequence[str]) -> list[SignSample]:

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import yaml
 
 from utils.checkpoint import atomic_write
-from utils.errors import ConfigError, one_line
+from utils.errors import ConfigError, one_line, short_repr
 
 class _Required:
     """Marks a key without a default. One instance, kept by deepcopy so `is REQUIRED` holds in copies."""
@@ -63,7 +63,7 @@ SCHEMA: dict[str, Any] = {
     "training": {
         "model_dir": Field(REQUIRED, STR),
         "from_ckpt": Field(None, STR, path=True),
-        "random_seed": Field(42, INT),
+        "random_seed": Field(42, INT, minimum=0, maximum=2**32 - 1),  # a seed numpy, torch and Python all accept
         "shuffle": Field(True, BOOL),
         "num_workers": Field(2, INT, minimum=0),
         "batch_size": Field(8, INT, minimum=1),
@@ -219,9 +219,9 @@ def load_config(path: str | os.PathLike, opts: Iterable[str] = (), check_paths: 
         _apply_override(raw, opt)
     task = raw.get("task")
     if not isinstance(task, str) or task not in TASK_SCHEMAS:
-        close = difflib.get_close_matches(str(task), TASK_SCHEMAS, n=1)
+        close = difflib.get_close_matches(short_repr(task), TASK_SCHEMAS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{path}: key 'task' is {task!r}, expected one of {sorted(TASK_SCHEMAS)}{hint}")
+        raise ConfigError(f"{path}: key 'task' is {short_repr(task)}, expected one of {sorted(TASK_SCHEMAS)}{hint}")
     schema = task_schema(task)
     return _Resolver(str(path), schema, check_paths).section(raw, schema, prefix="")
 
@@ -277,7 +277,8 @@ class _Resolver:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{self.source}: key '{prefix.rstrip('.')}' must be a section (mapping), got {raw!r}")
+            raise ConfigError(f"{self.source}: key '{prefix.rstrip('.')}' must be a section (mapping), "
+                              f"got {short_repr(raw)}")
         for key in raw:
             if key not in schema:
                 hint = _suggest(prefix, str(key), schema, self.schema_root)
@@ -295,7 +296,7 @@ class _Resolver:
 
     def mapping(self, value: Any, spec: MapOf, name: str) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise ConfigError(f"{self.source}: key '{name}' must be a mapping, got {value!r}")
+            raise ConfigError(f"{self.source}: key '{name}' must be a mapping, got {short_repr(value)}")
         for key in spec.required:
             if key not in value:
                 raise ConfigError(f"{self.source}: key '{name}.{key}' is required")
@@ -315,10 +316,11 @@ class _Resolver:
         if spec.choices is not None and value not in spec.choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{source}: key '{name}' is {value!r}, expected one of {list(spec.choices)}{hint}")
+            raise ConfigError(f"{source}: key '{name}' is {short_repr(value)}, "
+                              f"expected one of {list(spec.choices)}{hint}")
         out_of_range = _out_of_range(value, spec)
         if out_of_range:
-            raise ConfigError(f"{source}: key '{name}' is {value!r}, expected {out_of_range}")
+            raise ConfigError(f"{source}: key '{name}' is {short_repr(value)}, expected {out_of_range}")
         if spec.path and self.check_paths and not Path(value).exists():
             raise ConfigError(f"{source}: key '{name}' names {value}, which does not exist")
         return value
@@ -345,11 +347,11 @@ def _coerce(value: Any, types: tuple[type, ...], name: str, source: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{source}: key '{name}' must be a finite number, got {value!r}")
+            raise ConfigError(f"{source}: key '{name}' must be a finite number, got {short_repr(value)}")
     is_wrong_bool = isinstance(value, bool) and bool not in types  # bool is an int subclass
     if is_wrong_bool or not isinstance(value, types):
         expected = " or ".join(t.__name__ for t in types)
-        raise ConfigError(f"{source}: key '{name}' must be {expected}, got {value!r}")
+        raise ConfigError(f"{source}: key '{name}' must be {expected}, got {short_repr(value)}")
     return value
 
 
