@@ -121,6 +121,11 @@ def collate(samples: list[dict[str, Any] | str]) -> dict[str, Any]:
         return batch
     lengths = torch.tensor([s["video"].shape[1] for s in good])
     channels, _, height, width = good[0]["video"].shape
+    for s in good[1:]:
+        if s["video"].shape[2:] != (height, width):
+            raise DataError(f"samples {good[0]['name']} ({height} x {width}) and {s['name']} "
+                            f"({s['video'].shape[2]} x {s['video'].shape[3]}) have frames of different sizes "
+                            "and cannot share a batch; set data.input.frame_size: [height, width]")
     video = good[0]["video"].new_zeros(len(good), channels, int(lengths.max()), height, width)
     for i, s in enumerate(good):
         video[i, :, : s["video"].shape[1]] = s["video"]

@@ -23,6 +23,7 @@ from utils.errors import CheckpointError, one_line
 log = logging.getLogger(__name__)
 STEP_FILE = re.compile(r"^step_(\d+)\.ckpt$")
 TMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
@@ -72,7 +73,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except Exception as err:  # torch raises many types for corrupt archives and refused globals
-        reason = one_line(err)
+        refused = _REFUSED_GLOBAL.search(str(err))  # torch's own text puts it after 300 characters of advice
+        reason = (f"it refers to {refused.group(1)}, and a checkpoint may hold only tensors and plain containers"
+                  if refused else one_line(err))
         raise CheckpointError(f"checkpoint {path} cannot be loaded safely: {reason}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
