@@ -56,7 +56,7 @@ def infeasible_targets(lengths: torch.Tensor, targets: torch.Tensor, target_leng
     if targets.numel() > 1:
         repeats = (targets[1:] == targets[:-1]).long()
         ends = target_lengths.cumsum(0)[:-1] - 1  # a pair across two samples' targets is no repeat
-        repeats[ends[ends < len(repeats)]] = 0
+        repeats[ends[(ends >= 0) & (ends < len(repeats))]] = 0  # -1 (empty targets first) would wrap around
         sample = torch.repeat_interleave(torch.arange(len(target_lengths), device=targets.device), target_lengths)
         needed = needed.index_add(0, sample[1:], repeats)
     return int((lengths.to(needed.device) < needed).sum())
