@@ -18,6 +18,7 @@ import torch
 
 from conftest import DEMO_CONFIG, EMA, entry_command, grid_opts, run
 from dataset import build_dataset
+from dataset.annotations import load_annotations
 from dataset.loader import ReportingDataset, collate
 from modelling import build_model
 from test_sign_training import S2G_CONFIG, s2g_opts
@@ -146,6 +147,18 @@ def test_training_refuses_an_annotation_pickle_carrying_code_and_the_code_never_
         f"error: annotation file {evil}: refused to load '{os.system.__module__}.system': "
         "only plain data and tensors are allowed")
     assert not marker.exists()
+
+
+def test_an_annotation_value_of_a_billion_items_from_300_bytes_is_refused_in_one_short_line(tmp_path):
+    value = ["x"] * 10
+    for _ in range(8):
+        value = [value] * 10  # pickle stores each level once, and refers to it ten times
+    path = tmp_path / "bomb.train"
+    path.write_bytes(pickle.dumps([{"name": "train/x", "gloss": "A", "text": "a .", "num_frames": value}]))
+    with pytest.raises(DataError) as err:
+        load_annotations(path)
+    assert str(err.value).startswith(f"annotation file {path}: entry 0 ('train/x'): key 'num_frames' is list [[")
+    assert len(str(err.value)) < 300
 
 
 def test_checkpoints_carrying_code_are_passed_over_on_resume_and_refused_by_prediction(undisturbed_run,

@@ -262,7 +262,7 @@ def _apply_override(raw: dict[str, Any], opt: str) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {opt!r}: '{part}' is a value, not a section")
+            raise ConfigError(f"override {opt!r}: {part!r} is a value, not a section")
         node = child
     node[parts[-1]] = value
 
@@ -282,7 +282,7 @@ class _Resolver:
         for key in raw:
             if key not in schema:
                 hint = _suggest(prefix, str(key), schema, self.schema_root)
-                raise ConfigError(f"{self.source}: unknown key '{prefix}{key}'{hint}")
+                raise ConfigError(f"{self.source}: unknown key {short_repr(prefix + str(key))}{hint}")
         out: dict[str, Any] = {}
         for key, spec in schema.items():
             name = prefix + key
@@ -300,6 +300,10 @@ class _Resolver:
         for key in spec.required:
             if key not in value:
                 raise ConfigError(f"{self.source}: key '{name}.{key}' is required")
+        for key in value:
+            if not str(key).isprintable():  # it would end up inside error messages and logs
+                raise ConfigError(f"{self.source}: key '{name}' holds the key {short_repr(key)}, "
+                                  "expected a printable name")
         return {str(k): self.field(v, spec.item, f"{name}.{k}") for k, v in value.items()}
 
     def field(self, value: Any, spec: Field, name: str) -> Any:
@@ -322,7 +326,8 @@ class _Resolver:
         if out_of_range:
             raise ConfigError(f"{source}: key '{name}' is {short_repr(value)}, expected {out_of_range}")
         if spec.path and self.check_paths and not Path(value).exists():
-            raise ConfigError(f"{source}: key '{name}' names {value}, which does not exist")
+            shown = value if value.isprintable() else short_repr(value)
+            raise ConfigError(f"{source}: key '{name}' names {shown}, which does not exist")
         return value
 
 
