@@ -116,7 +116,8 @@ def test_a_run_resumes_past_a_corrupt_newest_checkpoint_and_ends_bit_identical(u
     data[len(data) // 2] ^= 0x01
     newest_path.write_bytes(data)
     result = run(entry_command("training.py", grid_opts(grid_corpus, model_dir, **EMA)))
-    assert f"skipping unusable checkpoint: checkpoint {newest_path} cannot be loaded safely: Bad CRC-32" in result.stdout
+    assert f"skipping unusable checkpoint: checkpoint {newest_path} cannot be loaded safely: Bad CRC-32" \
+        in result.stdout
     assert f"resumed from {model_dir / 'ckpts' / f'step_{before}.ckpt'} at step {before}" in result.stdout
     for part in ("model", "ema", "optimizer"):
         assert_identical(ckpt.load_checkpoint(undisturbed_run / "ckpts" / "last.ckpt")[part],

@@ -46,6 +46,7 @@ def test_infeasible_targets_counts_samples_too_short_for_their_ctc_target():
     assert infeasible_targets(torch.tensor([3, 2, 1]), targets, target_lengths) == 2
     assert infeasible_targets(torch.tensor([4, 3, 0]), targets, target_lengths) == 1
     assert infeasible_targets(torch.tensor([1, 1]), torch.tensor([5, 5]), torch.tensor([1, 1])) == 0
+    assert infeasible_targets(torch.tensor([0, 2]), torch.tensor([5, 5]), torch.tensor([0, 2])) == 1  # empty first
     log_probs = torch.randn(3, 4, 6).log_softmax(-1)
     loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, torch.tensor([3, 2, 1]), target_lengths,
                                         reduction="none")
