@@ -54,7 +54,9 @@ def _store_of_this_restart(rank: int, world_size: int) -> dict[str, Any]:
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return {}
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False)
+    # as long as init_process_group waits on a store it makes itself (TCPStore alone waits 5 minutes)
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False,
+                          timeout=dist.default_pg_timeout)
     restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return {"store": dist.PrefixStore(f"/worker/attempt_{restart}", store), "rank": rank, "world_size": world_size}
 
