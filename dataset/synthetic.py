@@ -24,8 +24,8 @@ sign/  Phoenix-2014T style sign language translation (German weather forecasts).
     ``alignments['demo']`` gives one gloss id per frame (0 = neutral frame).
     ``gloss2ids.pkl``  gloss -> id, the 8 special tokens first as in the real file.
     A signer (torso, head, background colours) holds both hands at rest in neutral frames; a
-    gloss is a coloured hand of a gloss-specific colour and shape moving along a gloss-specific
-    curve for 8-12 frames while the other hand rests at a gloss-specific place.
+    gloss is a coloured hand of a gloss-specific colour and shape (each shape its own size) moving
+    along a gloss-specific curve for 6-9 frames while the other hand rests at a gloss-specific place.
 lrw/lipread_mp4/  LRW-style isolated words.
     ``<WORD>/{train,val,test}/<WORD>_00001.mp4``  H.264, 29 frames, 96x96, and
     ``<WORD>_00001.txt``  ``Text:  WORD`` / ``Conf:  4`` / ``Duration: 0.44 seconds``.
@@ -58,7 +58,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import av
 import numpy as np
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 CORPORA = ("grid", "sign", "lrw")
 DEFAULT_OUT = Path("data/demo")
 FPS = 25
@@ -477,6 +477,9 @@ _HAND_COLORS = np.array([  # saturated or white: stand out from every signer's c
     (225, 60, 225), (40, 215, 225), (255, 140, 20), (250, 250, 250),
 ], dtype=np.float32)
 _SHAPES = ("disk", "square", "ring", "cross")
+# Each shape has its own hand size too (areas ~1 : 1.6 : 2.2 : 3.3): a frontend that averages over
+# the frame, as S3D's does, then still tells shapes apart by the amount of the hand's colour.
+_SHAPE_SCALE = {"disk": 0.75, "square": 1.0, "ring": 1.3, "cross": 1.6}
 _REST = ((112.0, 34.0), (112.0, 70.0))  # (y, x) of both hands at rest
 
 
@@ -545,7 +548,7 @@ def sign_frame(signer: str, gloss: str | None, t: float, jitter: np.ndarray, siz
     oy, ox = oy + jitter[0], SIGN_WIDTH - ox + jitter[1]
     img[disk_mask(yy, xx, oy, ox, 7 * size, 7 * size)] = skin
     cy, cx = _bezier(look["path"], t) + jitter
-    img[_shape_mask(look["shape"], cy, cx, 12 * size)] = look["color"]
+    img[_shape_mask(look["shape"], cy, cx, 16 * size * _SHAPE_SCALE[look["shape"]])] = look["color"]
     return img
 
 
@@ -554,7 +557,7 @@ def sign_timeline(glosses: Sequence[str], rng: np.random.Generator
     """Per frame (gloss or None for neutral, phase in [0, 1])."""
     frames: list[tuple[str | None, float]] = [(None, 0.0)] * int(rng.integers(2, 5))
     for i, gloss in enumerate(glosses):
-        n = int(rng.integers(8, 13))
+        n = int(rng.integers(6, 10))
         frames += [(gloss, j / (n - 1)) for j in range(n)]
         if i + 1 < len(glosses) and rng.random() < 0.4:
             frames += [(None, 0.0)] * int(rng.integers(1, 3))
