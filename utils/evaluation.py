@@ -16,6 +16,12 @@ from utils.metrics import score
 log = logging.getLogger(__name__)
 
 
+def metric_options(cfg: dict[str, Any]) -> dict[str, str]:
+    """Settings of the metrics beyond the task: BLEU and ROUGE's tokenisation for translation."""
+    translation = cfg["testing"]["cfg"].get("translation")
+    return {"metric_tokenize": translation["metric_tokenize"]} if translation else {}
+
+
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     if device.type != "cuda" or amp == "none":
         return contextlib.nullcontext()
@@ -60,7 +66,8 @@ def evaluate(
     for message in all_bad:
         log.warning("skipped: %s", message)
     rows = sorted((r for part, _, _ in gathered for r in part), key=lambda r: r["index"])
-    metrics = score(cfg["task"], [r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+    metrics = score(cfg["task"], [r["reference"] for r in rows], [r["hypothesis"] for r in rows],
+                    **metric_options(cfg))
     metrics["loss"] = sum(part for _, part, _ in gathered) / max(len(rows), 1)
     metrics["num_samples"] = len(rows)
     metrics["num_skipped"] = len(all_bad)

@@ -1,7 +1,11 @@
-"""Scores shared by validation and prediction: WER (with deletions, insertions, substitutions) and CER."""
+"""Scores shared by validation and prediction: WER (with deletions, insertions, substitutions), CER, and for
+translation BLEU-1..4 (sacrebleu) and ROUGE-L F (rouge-score)."""
 from __future__ import annotations
 
 from typing import Sequence
+
+from rouge_score.rouge_scorer import RougeScorer
+from sacrebleu.metrics import BLEU
 
 from dataset.annotations import normalize_gloss
 
@@ -57,8 +61,38 @@ def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     return error_rates(list(refs), list(hyps))["rate"]
 
 
-def score(task: str, refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
-    """The metrics a task reports, from decoded references and hypotheses."""
+class _SacreTokenizer:
+    """rouge-score's tokenizer interface over a sacrebleu tokenisation. rouge-score's default tokenizer keeps
+    only [a-z0-9]: it drops every Chinese character and splits German words at their umlauts."""
+
+    def __init__(self, tokenize: str) -> None:
+        self._tokenize = BLEU(tokenize=tokenize).tokenizer
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._tokenize(text).split()
+
+
+def bleu(refs: Sequence[str], hyps: Sequence[str], tokenize: str) -> dict[str, float]:
+    """Corpus BLEU-1..4 (cumulative, with brevity penalty, sacrebleu's default smoothing), in percent."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    return {f"bleu{n}": BLEU(tokenize=tokenize, max_ngram_order=n).corpus_score(list(hyps), [list(refs)]).score
+            for n in range(1, 5)}
+
+
+def rouge_l(refs: Sequence[str], hyps: Sequence[str], tokenize: str) -> float:
+    """ROUGE-L F1 averaged over sentences, in percent, on the same tokens as BLEU."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    scorer = RougeScorer(["rougeL"], tokenizer=_SacreTokenizer(tokenize))
+    scores = [scorer.score(ref, hyp)["rougeL"].fmeasure for ref, hyp in zip(refs, hyps)]
+    return 100.0 * sum(scores) / max(len(scores), 1)
+
+
+def score(task: str, refs: Sequence[str], hyps: Sequence[str], metric_tokenize: str = "13a") -> dict[str, float]:
+    """The metrics a task reports, from decoded references and hypotheses (`metric_tokenize`: translation only)."""
+    if task == "G2T":
+        return {**bleu(refs, hyps, metric_tokenize), "rouge_l": rouge_l(refs, hyps, metric_tokenize)}
     if task == "lip_sentence":
         return {"cer": cer(refs, hyps), **wer(refs, hyps)}
     if task == "S2G":  # the cleanup that made the references, applied to the hypotheses too
