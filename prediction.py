@@ -12,15 +12,14 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from dataset import build_dataset
-from dataset.vocab import Vocabulary
+from dataset import build_dataset, vocabulary_from_state
 from modelling import build_model
 from utils.checkpoint import atomic_write, load_checkpoint, load_state_strict
 from utils.cli import base_parser, run_main
 from utils.config import load_config
 from utils.distributed import DistInfo, init_distributed, shutdown
 from utils.errors import CheckpointError
-from utils.evaluation import evaluate
+from utils.evaluation import evaluate, metric_options
 from utils.logging import setup_logging
 
 log = logging.getLogger("prediction")
@@ -51,7 +50,7 @@ def predict(cfg: dict[str, Any], ckpt_path: Path, out_dir: Path, splits: Sequenc
     if absent:
         raise CheckpointError(f"checkpoint {ckpt_path} holds no {' or '.join(map(repr, absent))}: "
                               "expected a checkpoint written by training.py (with 'model' and 'vocab')")
-    vocab = Vocabulary.from_state(payload["vocab"])
+    vocab = vocabulary_from_state(cfg, payload["vocab"])
     model = build_model(cfg, vocab)
     weights, which = evaluation_weights(payload)
     load_state_strict(model, weights, f"checkpoint {ckpt_path} ({which} weights)")
@@ -62,13 +61,15 @@ def predict(cfg: dict[str, Any], ckpt_path: Path, out_dir: Path, splits: Sequenc
             log.info("%s: no data.%s given, skipped", split, split)
             continue
         metrics, rows = evaluate(model, build_dataset(cfg, split, vocab=vocab), vocab, cfg, dist)
-        summary = {**metrics, "checkpoint": str(ckpt_path), "weights": which,
+        summary = {**metrics, **metric_options(cfg), "checkpoint": str(ckpt_path), "weights": which,
                    "step": payload.get("state", {}).get("step"), "testing": cfg["testing"]}
         summaries[split] = summary
         if dist.is_main:
             _write(out_dir / split, summary, rows)
     if dist.is_main:
         _print_table(summaries)
+        for name, value in metric_options(cfg).items():
+            print(f"{name}: {value}", flush=True)  # e.g. the tokenisation BLEU and ROUGE-L were computed with
     return summaries
 
 

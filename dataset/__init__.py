@@ -1,15 +1,18 @@
 """Datasets by task: `build_dataset(cfg, split, train)` maps a validated config to a Dataset."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dataset.vocab import Vocabulary
 
+if TYPE_CHECKING:
+    from dataset.translation import TranslationVocab
+
 
 def build_dataset(
-    cfg: dict[str, Any], split: str, train: bool = False, vocab: Vocabulary | None = None
+    cfg: dict[str, Any], split: str, train: bool = False, vocab: Vocabulary | TranslationVocab | None = None
 ) -> torch.utils.data.Dataset:
     """The `split` ('train', 'dev' or 'test') of the task's corpus; `train` turns augmentation on.
 
@@ -31,4 +34,17 @@ def build_dataset(
             "min_frames": min_input_frames(build_frontend(network, pretrained=False)),
         }
         return SignDataset(sign_cfg, split, train=train, seed=cfg["training"]["random_seed"], vocab=vocab)
+    if cfg["task"] == "G2T":
+        from dataset.translation import GlossTextDataset
+
+        return GlossTextDataset(cfg, split, vocab=vocab)
     raise ValueError(f"no dataset for task {cfg['task']!r}")
+
+
+def vocabulary_from_state(cfg: dict[str, Any], state: dict[str, Any]) -> Vocabulary | TranslationVocab:
+    """The vocabulary a checkpoint stored (`vocab.to_state()`): glosses or characters, and G2T's text tokenizer."""
+    if cfg["task"] == "G2T":
+        from dataset.translation import TranslationVocab
+
+        return TranslationVocab.from_state(state, cfg)
+    return Vocabulary.from_state(state)

@@ -153,6 +153,6 @@ def make_loader(
         ReportingDataset(dataset),
         batch_sampler=batch_sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=getattr(dataset, "collate", collate),  # a dataset without videos batches its own way
         generator=generator,
     )

@@ -46,6 +46,12 @@ def build_model(cfg: dict[str, Any], vocab: Vocabulary | None = None) -> nn.Modu
             model = RecognitionNetwork({**part, "augmentation": spatial_augmentation(cfg)}, len(vocab))
         model.beam_size = cfg["testing"]["cfg"]["recognition"]["beam_size"]
         return model
+    if task == "G2T":
+        from modelling.translation import TranslationNetwork
+
+        if vocab is None:
+            raise ValueError("a G2T model needs the gloss vocabulary and text tokenizer (the train split's, or a checkpoint's)")
+        return TranslationNetwork(cfg["model"]["TranslationNetwork"], vocab, cfg["testing"]["cfg"]["translation"])
     raise ValueError(f"no model for task {task!r}")
 
 

@@ -193,20 +193,83 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    # Gloss2Text, SLRT's keys where SLRT has them. Without pretrained_model_name_or_path the mBART is built
+    # from overwrite_cfg with random weights and the text tokenizer is trained on the train split's texts.
+    "G2T": {
+        "data": {
+            "dataset_name": Field("phoenix-2014t", STR),
+            "train": Field(REQUIRED, STR, path=True),  # annotations with gloss and text, any format of S2G
+            "dev": Field(REQUIRED, STR, path=True),
+            "test": Field(None, STR, path=True),
+            "skip_bad_samples": Field(False, BOOL),
+        },
+        "model": {
+            "TranslationNetwork": {
+                "pretrained_model_name_or_path": Field(None, STR, path=True),  # a save_pretrained folder
+                # MBartConfig keys; null keeps the pretrained model's value (or MBartConfig's default)
+                "overwrite_cfg": {
+                    "d_model": Field(None, INT, minimum=1),
+                    "encoder_layers": Field(None, INT, minimum=1),
+                    "decoder_layers": Field(None, INT, minimum=1),
+                    "encoder_attention_heads": Field(None, INT, minimum=1),
+                    "decoder_attention_heads": Field(None, INT, minimum=1),
+                    "encoder_ffn_dim": Field(None, INT, minimum=1),
+                    "decoder_ffn_dim": Field(None, INT, minimum=1),
+                    "max_position_embeddings": Field(None, INT, minimum=2),
+                    "scale_embedding": Field(None, BOOL),
+                    "dropout": Field(None, FLOAT, minimum=0, below=1),
+                    "attention_dropout": Field(None, FLOAT, minimum=0, below=1),
+                    "activation_dropout": Field(None, FLOAT, minimum=0, below=1),
+                },
+                "GlossTokenizer": {"gloss2id_file": Field(None, STR, path=True)},  # None: from train glosses
+                "GlossEmbedding": {"freeze": Field(False, BOOL)},
+                "TextTokenizer": {
+                    "pretrained_model_name_or_path": Field(None, STR, path=True),  # None: the model's, or trained
+                    "tgt_lang": Field("de_DE", STR),  # ends every target and starts generation
+                    "model_type": Field("word", STR, choices=("word", "bpe")),  # a trained tokenizer's model
+                    "vocab_size": Field(8000, INT, minimum=8),  # bpe only
+                },
+                "label_smoothing": Field(0.1, FLOAT, minimum=0, below=1),
+                "freeze_txt_embed": Field(False, BOOL),
+                "load_ckpt": Field(None, STR, path=True),
+            }
+        },
+        "testing": {
+            "cfg": {
+                "translation": {
+                    "num_beams": Field(4, INT, minimum=1),
+                    "max_length": Field(100, INT, minimum=2),
+                    "length_penalty": Field(1.0, FLOAT),
+                    # sacrebleu's tokenisation of references and hypotheses for BLEU and ROUGE-L: 13a (German,
+                    # English ...), zh (each Chinese character a token), none (whitespace: SLRT's scores)
+                    "metric_tokenize": Field("13a", STR, choices=("13a", "zh", "none")),
+                }
+            }
+        },
+    },
 }
 
-TASK_METRICS: dict[str, tuple[str, ...]] = {"lip_sentence": ("cer", "wer", "loss"), "S2G": ("wer", "loss")}
+TASK_METRICS: dict[str, tuple[str, ...]] = {"lip_sentence": ("cer", "wer", "loss"), "S2G": ("wer", "loss"),
+                                            "G2T": ("bleu4", "rouge_l", "bleu1", "loss")}
 LOWER_IS_BETTER = {"wer", "cer", "loss"}
 
 
 def task_schema(task: str) -> dict[str, Any]:
     schema = copy.deepcopy(SCHEMA)
-    for section, keys in TASK_SCHEMAS[task].items():
-        schema.setdefault(section, {}).update(keys)
+    _merge(schema, TASK_SCHEMAS[task])
     schema["training"]["validation"]["metric"] = Field(
         TASK_METRICS[task][0], STR, choices=TASK_METRICS[task]
     )
     return schema
+
+
+def _merge(schema: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Add a task's keys to the shared schema, section by section (testing.cfg keeps recognition beside translation)."""
+    for key, spec in extra.items():
+        if isinstance(spec, dict) and isinstance(schema.get(key), dict):
+            _merge(schema[key], spec)
+        else:
+            schema[key] = copy.deepcopy(spec)
 
 
 def load_config(path: str | os.PathLike, opts: Iterable[str] = (), check_paths: bool = True) -> dict[str, Any]:

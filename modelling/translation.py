@@ -1,0 +1,106 @@
+"""TranslationNetwork (Gloss2Text): glosses -> spoken-language text with transformers' MBartForConditionalGeneration.
+
+The mBART comes from a local `save_pretrained` folder (`pretrained_model_name_or_path`; never downloaded) or is
+built from `overwrite_cfg` with random weights. Glosses enter the encoder through their own embedding
+(`inputs_embeds`), which a pretrained model initialises with the mean of each gloss's subword embeddings.
+mBART's encoder scales token embeddings by `embed_scale` only for `input_ids`, so the gloss embeddings are
+scaled here. Targets end with `</s> tgt_lang`; generation starts from `tgt_lang`, as MBart's shift does.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GenerationConfig, MBartConfig, MBartForConditionalGeneration
+from transformers.models.mbart.modeling_mbart import shift_tokens_right
+
+from dataset.text_tokenizer import TextTokenizer
+from dataset.translation import TranslationVocab
+from utils.checkpoint import load_weights
+from utils.errors import ConfigError, one_line
+
+log = logging.getLogger(__name__)
+_SIZE_KEYS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+              "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings", "scale_embedding")
+
+
+class TranslationNetwork(nn.Module):
+    def __init__(self, cfg: dict[str, Any], vocab: TranslationVocab, generation: dict[str, Any]) -> None:
+        super().__init__()
+        text = vocab.text
+        overrides = {k: v for k, v in cfg["overwrite_cfg"].items() if v is not None}
+        pretrained = cfg["pretrained_model_name_or_path"]
+        self.mbart = _pretrained_mbart(pretrained, overrides) if pretrained else _scratch_mbart(text, overrides)
+        if len(text) > self.mbart.config.vocab_size:
+            raise ConfigError(f"model.TranslationNetwork: the text tokenizer ({text.source}) has {len(text)} tokens, "
+                              f"more than the model's {self.mbart.config.vocab_size} embeddings")
+        config = self.mbart.config
+        self.embed_scale = config.d_model ** 0.5 if config.scale_embedding else 1.0
+        self.gloss_embedding = nn.Embedding(vocab.num_gloss_ids, config.d_model, padding_idx=0)
+        if pretrained:
+            self._init_gloss_embedding(vocab)
+        self.loss_fn = nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg["label_smoothing"])
+        self.pad_id = text.pad_id
+        self.generation = GenerationConfig(
+            num_beams=generation["num_beams"], max_length=generation["max_length"],
+            length_penalty=generation["length_penalty"], decoder_start_token_id=text.lang_id,
+            eos_token_id=text.eos_id, pad_token_id=text.pad_id,
+            do_sample=False, early_stopping=True,
+        )
+        self.gloss_embedding.requires_grad_(not cfg["GlossEmbedding"]["freeze"])
+        if cfg["freeze_txt_embed"]:  # the token embeddings, shared by encoder, decoder and output layer
+            self.mbart.get_input_embeddings().requires_grad_(False)
+        if cfg["load_ckpt"]:
+            load_weights(self, cfg["load_ckpt"], "model.TranslationNetwork.load_ckpt")
+
+    def _init_gloss_embedding(self, vocab: TranslationVocab) -> None:
+        """Each gloss: the mean of its subwords' token embeddings; padding, <unk> and the end: mBART's own."""
+        tokens = self.mbart.get_input_embeddings().weight.detach()
+        text = vocab.text
+        rows = [[text.pad_id]] + [text.subword_ids(g) or [text.backend.unk_token_id] for g in vocab.glosses.tokens[1:]]
+        rows[vocab.glosses.tokens.index(vocab.glosses.unk)] = [text.backend.unk_token_id]
+        rows.append([text.eos_id])
+        with torch.no_grad():
+            self.gloss_embedding.weight.copy_(torch.stack([tokens[ids].mean(0) for ids in rows]))
+
+    def _encoder_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"inputs_embeds": self.gloss_embedding(batch["gloss_ids"]) * self.embed_scale,
+                "attention_mask": batch["gloss_mask"]}
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        labels = batch["labels"]
+        outputs = self.mbart(**self._encoder_inputs(batch), decoder_input_ids=shift_tokens_right(labels, self.pad_id))
+        logits = outputs.logits
+        return {"loss": self.loss_fn(logits.flatten(0, 1).float(), labels.flatten()), "logits": logits}
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Any], batch: dict[str, Any]) -> list[list[int]]:
+        """Generated text token ids per sample (beam search with `testing.cfg.translation`)."""
+        generated = self.mbart.generate(**self._encoder_inputs(batch), generation_config=self.generation)
+        return [row.tolist() for row in generated]
+
+
+def _scratch_mbart(text: TextTokenizer, overrides: dict[str, Any]) -> MBartForConditionalGeneration:
+    ids = {"vocab_size": len(text), "pad_token_id": text.pad_id, "eos_token_id": text.eos_id,
+           "bos_token_id": text.lang_id, "decoder_start_token_id": text.lang_id, "forced_eos_token_id": text.eos_id}
+    try:
+        config = MBartConfig(**ids, **overrides)
+        return MBartForConditionalGeneration(config)
+    except ValueError as err:  # e.g. d_model not divisible by the heads
+        raise ConfigError(f"model.TranslationNetwork.overwrite_cfg: {one_line(err)}") from None
+
+
+def _pretrained_mbart(path: str, overrides: dict[str, Any]) -> MBartForConditionalGeneration:
+    sizes = sorted(set(overrides) & set(_SIZE_KEYS))
+    if sizes:
+        raise ConfigError(f"model.TranslationNetwork.overwrite_cfg.{sizes[0]}: sizes come from the pretrained model "
+                          f"{path}; with pretrained_model_name_or_path set only the dropout keys may be given")
+    try:
+        model = MBartForConditionalGeneration.from_pretrained(path, local_files_only=True, **overrides)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model.TranslationNetwork.pretrained_model_name_or_path: {path} cannot be loaded as "
+                          f"mBART: {one_line(err)}") from None
+    log.info("mBART loaded from %s (%.1fM parameters)", path, sum(p.numel() for p in model.parameters()) / 1e6)
+    return model
