@@ -2,7 +2,8 @@
 
 The mBART comes from a local `save_pretrained` folder (`pretrained_model_name_or_path`; never downloaded) or is
 built from `overwrite_cfg` with random weights. Glosses enter the encoder through their own embedding
-(`inputs_embeds`), which a pretrained model initialises with the mean of each gloss's subword embeddings.
+(`inputs_embeds`), which a pretrained model initialises with the mean of each gloss's subword embeddings
+and `GlossEmbedding.gloss2embed_file` (a saved dict gloss -> vector) overrides gloss by gloss.
 mBART's encoder scales token embeddings by `embed_scale` only for `input_ids`, so the gloss embeddings are
 scaled here. Targets end with `</s> tgt_lang`; generation starts from `tgt_lang`, as MBart's shift does.
 """
@@ -16,10 +17,11 @@ from torch import nn
 from transformers import GenerationConfig, MBartConfig, MBartForConditionalGeneration
 from transformers.models.mbart.modeling_mbart import shift_tokens_right
 
+from dataset.annotations import normalize_gloss
 from dataset.text_tokenizer import TextTokenizer
 from dataset.translation import TranslationVocab
-from utils.checkpoint import load_weights
-from utils.errors import ConfigError, one_line
+from utils.checkpoint import load_checkpoint, load_weights
+from utils.errors import CheckpointError, ConfigError, one_line, short_repr
 
 log = logging.getLogger(__name__)
 _SIZE_KEYS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
@@ -41,13 +43,15 @@ class TranslationNetwork(nn.Module):
         self.gloss_embedding = nn.Embedding(vocab.num_gloss_ids, config.d_model, padding_idx=0)
         if pretrained:
             self._init_gloss_embedding(vocab)
+        if cfg["GlossEmbedding"]["gloss2embed_file"]:
+            self._load_gloss_embeddings(vocab, cfg["GlossEmbedding"]["gloss2embed_file"])
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg["label_smoothing"])
         self.pad_id = text.pad_id
         self.generation = GenerationConfig(
             num_beams=generation["num_beams"], max_length=generation["max_length"],
             length_penalty=generation["length_penalty"], decoder_start_token_id=text.lang_id,
             eos_token_id=text.eos_id, pad_token_id=text.pad_id,
-            do_sample=False, early_stopping=True,
+            do_sample=False, early_stopping=generation["num_beams"] > 1,  # beam search only: greedy refuses the flag
         )
         self.gloss_embedding.requires_grad_(not cfg["GlossEmbedding"]["freeze"])
         if cfg["freeze_txt_embed"]:  # the token embeddings, shared by encoder, decoder and output layer
@@ -64,6 +68,25 @@ class TranslationNetwork(nn.Module):
         rows.append([text.eos_id])
         with torch.no_grad():
             self.gloss_embedding.weight.copy_(torch.stack([tokens[ids].mean(0) for ids in rows]))
+
+    def _load_gloss_embeddings(self, vocab: TranslationVocab, path: str) -> None:
+        """Rows from a saved dict gloss -> vector (SLRT's gloss_embeddings.bin layout), glosses normalised as
+        ours; the glosses it lacks keep their initial rows."""
+        table = load_checkpoint(path)
+        where = f"model.TranslationNetwork.GlossEmbedding.gloss2embed_file {path}"
+        width = self.gloss_embedding.embedding_dim
+        index = {g: i for i, g in enumerate(vocab.glosses.tokens)}
+        found = 0
+        with torch.no_grad():
+            for gloss, vector in table.items():
+                if not isinstance(gloss, str) or not torch.is_tensor(vector) or vector.shape != (width,):
+                    raise CheckpointError(f"{where}: entry {short_repr(gloss)} is not a gloss mapped to a vector of "
+                                          f"{width} values (d_model)")
+                row = index.get(normalize_gloss(gloss))
+                if row is not None:
+                    self.gloss_embedding.weight[row] = vector
+                    found += 1
+        log.info("%s: %d of %d glosses found", where, found, len(vocab.glosses) - 2)
 
     def _encoder_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {"inputs_embeds": self.gloss_embedding(batch["gloss_ids"]) * self.embed_scale,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -21,13 +22,13 @@ from prediction import predict
 from utils.checkpoint import load_checkpoint
 from utils.config import load_config
 from utils.distributed import init_distributed
-from utils.errors import ConfigError, DataError
+from utils.errors import CheckpointError, ConfigError, DataError
 from utils.metrics import bleu, rouge_l, score
 from utils.safe_pickle import load_pickle
 
 DEMO_G2T = ROOT / "experiments/configs/demo/sign_g2t.yaml"
 SCRATCH = ROOT / "experiments/configs/SingleStream/phoenix-2014t_g2t_scratch.yaml"
-PHOENIX = Path("/work/shared/data/phoenix-2014t")
+PHOENIX = Path(os.environ.get("PHOENIX2014T_DIR", "/work/shared/data/phoenix-2014t"))  # as test_annotations
 
 
 def g2t_opts(corpus: Path, model_dir: Path, **extra) -> list[str]:
@@ -213,10 +214,27 @@ def test_a_pretrained_mbart_gets_gloss_embeddings_from_its_subwords_and_scales_t
     assert all(ids[0] == text.lang_id for ids in generated)
 
 
+def test_gloss_embeddings_load_from_a_saved_gloss_to_vector_dict(sign_corpus, tmp_path):
+    vector = torch.arange(16, dtype=torch.float32)
+    table = tmp_path / "gloss_embeddings.bin"
+    torch.save({"MONTAG": vector, "<pad>": -vector, "NOT-A-DEMO-GLOSS": vector}, table)
+    cfg = load_config(DEMO_G2T, g2t_opts(sign_corpus, tmp_path / "run", **{
+        "model.TranslationNetwork.GlossEmbedding.gloss2embed_file": table,
+        "model.TranslationNetwork.GlossEmbedding.freeze": "true"}))
+    vocab = build_dataset(cfg, "train", train=True).vocab
+    model = build_model(cfg, vocab)
+    montag = model.gloss_embedding.weight[vocab.glosses.tokens.index("montag")]
+    assert torch.equal(montag, vector) and not model.gloss_embedding.weight.requires_grad
+    torch.save({"MONTAG": vector[:8]}, table)
+    with pytest.raises(CheckpointError, match=r"gloss2embed_file .*: entry 'MONTAG' is not a gloss mapped to a vector of 16"):
+        build_model(cfg, vocab)
+
+
 def test_g2t_with_a_pretrained_mbart_trains_through_training_py_and_predicts(tiny_mbart, sign_corpus, tmp_path):
     model_dir = tmp_path / "pretrained"
     opts = g2t_opts(sign_corpus, model_dir, **{"model.TranslationNetwork.pretrained_model_name_or_path": tiny_mbart,
-                                              "model.TranslationNetwork.overwrite_cfg": "{}"})
+                                              "model.TranslationNetwork.overwrite_cfg": "{}",
+                                              "testing.cfg.translation.num_beams": 1})
     result = run(entry_command("training.py", opts, config=DEMO_G2T))
     assert "validation at step 3: bleu1" in result.stdout and not (model_dir / TEXT_TOKENIZER_FILE).exists()
     assert load_checkpoint(model_dir / "ckpts" / "last.ckpt")["vocab"]["text"]["pretrained"] == str(tiny_mbart)

@@ -222,7 +222,10 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
                     "activation_dropout": Field(None, FLOAT, minimum=0, below=1),
                 },
                 "GlossTokenizer": {"gloss2id_file": Field(None, STR, path=True)},  # None: from train glosses
-                "GlossEmbedding": {"freeze": Field(False, BOOL)},
+                "GlossEmbedding": {
+                    "gloss2embed_file": Field(None, STR, path=True),  # a torch-saved dict gloss -> d_model vector
+                    "freeze": Field(False, BOOL),
+                },
                 "TextTokenizer": {
                     "pretrained_model_name_or_path": Field(None, STR, path=True),  # None: the model's, or trained
                     "tgt_lang": Field("de_DE", STR),  # ends every target and starts generation
