@@ -19,6 +19,7 @@ from dataset.text_tokenizer import train_tokenizer
 from dataset.translation import TEXT_TOKENIZER_FILE
 from modelling import build_model
 from prediction import predict
+from training import _improves
 from utils.checkpoint import load_checkpoint
 from utils.config import load_config
 from utils.distributed import init_distributed
@@ -86,6 +87,11 @@ def test_chinese_rouge_l_and_bleu_count_characters():
     expected_bleu2 = 100 * torch.exp(torch.tensor(-0.5)).item() * (2 / 3) ** 0.5
     assert bleu(refs, hyps, "zh")["bleu2"] == pytest.approx(expected_bleu2)
     assert set(score("G2T", refs, hyps, metric_tokenize="zh")) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l"}
+
+
+def test_the_best_checkpoint_is_the_one_with_the_higher_bleu_or_rouge():
+    assert _improves("bleu4", 20.0, 10.0) and not _improves("bleu4", 5.0, 10.0)
+    assert _improves("rouge_l", 30.0, 29.0) and not _improves("wer", 30.0, 29.0)
 
 
 # ------------------------------------------------------------------------------------------------ config
