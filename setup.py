@@ -23,5 +23,8 @@ setup(
         "tensorboard>=2.14",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "bench": ["pyctcdecode>=0.5"],  # the reference CTC beam search in benchmarks/ctc_decoding.py
+    },
 )
