@@ -76,7 +76,8 @@ def bleu(refs: Sequence[str], hyps: Sequence[str], tokenize: str) -> dict[str, f
     """Corpus BLEU-1..4 (cumulative, with brevity penalty, sacrebleu's default smoothing), in percent."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    return {f"bleu{n}": BLEU(tokenize=tokenize, max_ngram_order=n).corpus_score(list(hyps), [list(refs)]).score
+    # force: the tokenisation is the config's choice; without it sacrebleu warns about tokenized periods
+    return {f"bleu{n}": BLEU(tokenize=tokenize, max_ngram_order=n, force=True).corpus_score(list(hyps), [list(refs)]).score
             for n in range(1, 5)}
 
 
