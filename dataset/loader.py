@@ -115,8 +115,7 @@ def collate(samples: list[dict[str, Any] | str]) -> dict[str, Any]:
 
     Unreadable samples are left out and their messages listed under `bad`.
     """
-    good = [s for s in samples if not isinstance(s, str)]
-    batch: dict[str, Any] = {"bad": [s for s in samples if isinstance(s, str)], "size": len(good)}
+    good, batch = start_batch(samples)
     if not good:
         return batch
     lengths = torch.tensor([s["video"].shape[1] for s in good])
@@ -134,11 +133,18 @@ def collate(samples: list[dict[str, Any] | str]) -> dict[str, Any]:
         video_lengths=lengths,
         labels=torch.cat([s["labels"] for s in good]),
         label_lengths=torch.tensor([len(s["labels"]) for s in good]),
-        text=[s["text"] for s in good],
-        name=[s["name"] for s in good],
-        index=[s["index"] for s in good],
     )
     return batch
+
+
+def start_batch(samples: list[dict[str, Any] | str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The readable samples, and a batch holding what every task's batch has: the messages of the unreadable
+    ones (`bad`), `size`, and each readable sample's `text`, `name` and `index`. Collate functions add tensors."""
+    good = [s for s in samples if not isinstance(s, str)]
+    batch: dict[str, Any] = {"bad": [s for s in samples if isinstance(s, str)], "size": len(good)}
+    if good:
+        batch.update(text=[s["text"] for s in good], name=[s["name"] for s in good], index=[s["index"] for s in good])
+    return good, batch
 
 
 def make_loader(

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from dataset.annotations import SignSample, gloss_vocabulary, load_annotations, oov_rate
+from dataset.loader import start_batch
 from dataset.text_tokenizer import TextTokenizer, load_pretrained, load_trained, train_tokenizer
 from dataset.vocab import Vocabulary
 from utils.errors import DataError
@@ -116,8 +117,7 @@ class GlossTextDataset(torch.utils.data.Dataset):
     @staticmethod
     def collate(samples: list[dict[str, Any] | str]) -> dict[str, Any]:
         """Right-padded glosses (pad 0, with a mask) and targets (-100, which the loss ignores)."""
-        good = [s for s in samples if not isinstance(s, str)]
-        batch: dict[str, Any] = {"bad": [s for s in samples if isinstance(s, str)], "size": len(good)}
+        good, batch = start_batch(samples)
         if not good:
             return batch
         pad = torch.nn.utils.rnn.pad_sequence
@@ -126,6 +126,5 @@ class GlossTextDataset(torch.utils.data.Dataset):
             gloss_ids=gloss_ids,
             gloss_mask=pad([torch.ones_like(s["gloss_ids"]) for s in good], batch_first=True, padding_value=0),
             labels=pad([s["labels"] for s in good], batch_first=True, padding_value=-100),
-            text=[s["text"] for s in good], name=[s["name"] for s in good], index=[s["index"] for s in good],
         )
         return batch
