@@ -38,10 +38,14 @@ def edit_ops(ref: Sequence, hyp: Sequence) -> tuple[int, int, int]:
     return subs, dels, ins
 
 
-def error_rates(refs: Sequence[Sequence], hyps: Sequence[Sequence]) -> dict[str, float]:
-    """Corpus-level error rate in percent over token sequences, with its parts."""
+def _check_paired(refs: Sequence, hyps: Sequence) -> None:
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+
+
+def error_rates(refs: Sequence[Sequence], hyps: Sequence[Sequence]) -> dict[str, float]:
+    """Corpus-level error rate in percent over token sequences, with its parts."""
+    _check_paired(refs, hyps)
     subs = dels = ins = total = 0
     for ref, hyp in zip(refs, hyps):
         s, d, n = edit_ops(ref, hyp)
@@ -74,8 +78,7 @@ class _SacreTokenizer:
 
 def bleu(refs: Sequence[str], hyps: Sequence[str], tokenize: str) -> dict[str, float]:
     """Corpus BLEU-1..4 (cumulative, with brevity penalty, sacrebleu's default smoothing), in percent."""
-    if len(refs) != len(hyps):
-        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    _check_paired(refs, hyps)
     # force: the tokenisation is the config's choice; without it sacrebleu warns about tokenized periods
     return {f"bleu{n}": BLEU(tokenize=tokenize, max_ngram_order=n, force=True).corpus_score(list(hyps), [list(refs)]).score
             for n in range(1, 5)}
@@ -83,8 +86,7 @@ def bleu(refs: Sequence[str], hyps: Sequence[str], tokenize: str) -> dict[str, f
 
 def rouge_l(refs: Sequence[str], hyps: Sequence[str], tokenize: str) -> float:
     """ROUGE-L F1 averaged over sentences, in percent, on the same tokens as BLEU."""
-    if len(refs) != len(hyps):
-        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    _check_paired(refs, hyps)
     scorer = RougeScorer(["rougeL"], tokenizer=_SacreTokenizer(tokenize))
     scores = [scorer.score(ref, hyp)["rougeL"].fmeasure for ref, hyp in zip(refs, hyps)]
     return 100.0 * sum(scores) / max(len(scores), 1)
