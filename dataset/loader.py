@@ -116,8 +116,13 @@ def collate(samples: list[dict[str, Any] | str]) -> dict[str, Any]:
     Unreadable samples are left out and their messages listed under `bad`.
     """
     good, batch = start_batch(samples)
-    if not good:
-        return batch
+    if good:
+        batch.update(pad_videos(good), **ctc_targets(good))
+    return batch
+
+
+def pad_videos(good: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """`video` (B x C x T x H x W, zero-padded in time) and `video_lengths` of samples holding 'video'."""
     lengths = torch.tensor([s["video"].shape[1] for s in good])
     channels, _, height, width = good[0]["video"].shape
     for s in good[1:]:
@@ -128,13 +133,13 @@ def collate(samples: list[dict[str, Any] | str]) -> dict[str, Any]:
     video = good[0]["video"].new_zeros(len(good), channels, int(lengths.max()), height, width)
     for i, s in enumerate(good):
         video[i, :, : s["video"].shape[1]] = s["video"]
-    batch.update(
-        video=video,
-        video_lengths=lengths,
-        labels=torch.cat([s["labels"] for s in good]),
-        label_lengths=torch.tensor([len(s["labels"]) for s in good]),
-    )
-    return batch
+    return {"video": video, "video_lengths": lengths}
+
+
+def ctc_targets(good: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """CTC `labels` (every sample's concatenated) and `label_lengths`."""
+    return {"labels": torch.cat([s["labels"] for s in good]),
+            "label_lengths": torch.tensor([len(s["labels"]) for s in good])}
 
 
 def start_batch(samples: list[dict[str, Any] | str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:

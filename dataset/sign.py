@@ -80,6 +80,8 @@ class SignDataset(torch.utils.data.Dataset):
     def video_spec(self, index: int) -> str:
         """The `open_video` spec of a sample's frames."""
         sample, pattern = self.samples[index], self.cfg["video"]["pattern"]
+        if self.cfg["video"]["root"] is None:
+            raise DataError(f"sample {sample.name}: data.video.root is not set; name the folder the videos lie in")
         if sample.video is None and "{video}" in pattern:
             raise DataError(f"sample {sample.name}: data.video.pattern {pattern!r} uses {{video}}, "
                             "but the annotation gives no video")
@@ -90,8 +92,8 @@ class SignDataset(torch.utils.data.Dataset):
         spec = pattern.format(split=self.split, name=sample.name, id=name_id, video=video)
         return str(Path(self.cfg["video"]["root"]) / spec)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        text, labels = self.target(index)
+    def frames(self, index: int) -> torch.Tensor:
+        """A sample's frames, 3 x T x H x W uint8 RGB (resampled in time in training)."""
         name, spec = self.name(index), self.video_spec(index)
         try:
             source = open_video(spec)
@@ -101,10 +103,14 @@ class SignDataset(torch.utils.data.Dataset):
         size = self.cfg["input"]["frame_size"]
         if size is not None and list(frames.shape[1:3]) != list(size):
             frames = resize_frames(frames, tuple(size))
+        return torch.from_numpy(frames).permute(3, 0, 1, 2)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        text, labels = self.target(index)
         return {
             "index": index,
-            "name": name,
-            "video": torch.from_numpy(frames).permute(3, 0, 1, 2),  # 3 x T x H x W
+            "name": self.name(index),
+            "video": self.frames(index),
             "text": text,
             "labels": labels,
             "translation": self.samples[index].text,

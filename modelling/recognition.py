@@ -29,31 +29,46 @@ from utils.errors import ConfigError
 
 
 class RecognitionNetwork(nn.Module):
-    def __init__(self, cfg: dict[str, Any], num_glosses: int) -> None:
+    def __init__(self, cfg: dict[str, Any], num_glosses: int, with_frontend: bool = True) -> None:
+        """`with_frontend=False` builds the VisualHead only, for inputs of cached frontend features."""
         super().__init__()
         if cfg["input_convention"] not in CONVENTIONS:
             raise ConfigError(f"model.RecognitionNetwork.input_convention must be one of {CONVENTIONS}, "
                               f"got {cfg['input_convention']!r}")
         self.input_convention = cfg["input_convention"]
         self.augmentation = augmentation_config(cfg["augmentation"])
-        self.frontend = build_frontend(cfg)
+        frontend = build_frontend(cfg, pretrained=with_frontend)
+        self.frontend = frontend if with_frontend else None
         head = cfg["visual_head"]
         self.visual_head = VisualHead(
-            num_glosses, self.frontend.out_channels, hidden_size=head["hidden_size"], ff_size=head["ff_size"],
+            num_glosses, frontend.out_channels, hidden_size=head["hidden_size"], ff_size=head["ff_size"],
             ff_kernel_sizes=tuple(head["ff_kernelsize"]), dropout=head["dropout"], positional_encoding=head["pe"],
         )
         self.beam_size = 1  # set from testing.cfg.recognition.beam_size by the caller
-        self.min_frames = min_input_frames(self.frontend)
+        self.min_frames = min_input_frames(frontend)
         if cfg["load_ckpt"]:
-            load_weights(self, cfg["load_ckpt"], "model.RecognitionNetwork.load_ckpt")
+            load_weights(self, cfg["load_ckpt"], "model.RecognitionNetwork.load_ckpt",
+                         drop_prefixes=() if with_frontend else ("frontend.",))
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        lengths = batch["video_lengths"]
-        video = augment_batch(batch["video"], lengths, self.augmentation, self.training, batch.get("generator"))
-        features, output_lengths = self.frontend(to_model_input(video, self.input_convention), lengths)
-        head = self.visual_head(features, output_lengths)
+        """From `video` (uint8, with `video_lengths`), or from cached `features` (with `feature_lengths`)."""
+        if "features" in batch:
+            features, lengths = batch["features"], batch["feature_lengths"]
+        else:
+            features, lengths = self.frontend_features(batch["video"], batch["video_lengths"], batch.get("generator"))
+        return self.head_outputs(features, lengths, batch["labels"], batch["label_lengths"])
+
+    def frontend_features(self, video: torch.Tensor, lengths: torch.Tensor,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """B x T' x C frontend features and their lengths from a padded uint8 batch (augmented in training)."""
+        video = augment_batch(video, lengths, self.augmentation, self.training, generator)
+        return self.frontend(to_model_input(video, self.input_convention), lengths)
+
+    def head_outputs(self, features: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+                     label_lengths: torch.Tensor) -> dict[str, Any]:
+        head = self.visual_head(features, lengths)
         log_probs = head["gloss_log_probabilities"]
-        targets = (output_lengths, batch["labels"], batch["label_lengths"])
+        targets = (lengths, labels, label_lengths)
         return {
             "loss": ctc_loss(log_probs, *targets),
             "num_infeasible": infeasible_targets(*targets),
@@ -61,7 +76,7 @@ class RecognitionNetwork(nn.Module):
             "gloss_probabilities": head["gloss_probabilities"],
             "gloss_log_probabilities": log_probs,
             "gloss_features": head["gloss_feature"],
-            "output_lengths": output_lengths,
+            "output_lengths": lengths,
         }
 
     def decode(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> list[list[int]]:

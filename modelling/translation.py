@@ -88,20 +88,25 @@ class TranslationNetwork(nn.Module):
                     found += 1
         log.info("%s: %d of %d glosses found", where, found, len(vocab.glosses) - 2)
 
-    def _encoder_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return {"inputs_embeds": self.gloss_embedding(batch["gloss_ids"]) * self.embed_scale,
-                "attention_mask": batch["gloss_mask"]}
-
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        labels = batch["labels"]
-        outputs = self.mbart(**self._encoder_inputs(batch), decoder_input_ids=shift_tokens_right(labels, self.pad_id))
+        return self.forward_embeddings(self.gloss_embedding(batch["gloss_ids"]), batch["gloss_mask"], batch["labels"])
+
+    def forward_embeddings(self, embeddings: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        """Label-smoothed loss of the `labels` given B x T x d_model encoder input embeddings (1 in `mask` where valid)."""
+        outputs = self.mbart(inputs_embeds=embeddings * self.embed_scale, attention_mask=mask,
+                             decoder_input_ids=shift_tokens_right(labels, self.pad_id))
         logits = outputs.logits
         return {"loss": self.loss_fn(logits.flatten(0, 1).float(), labels.flatten()), "logits": logits}
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Any], batch: dict[str, Any]) -> list[list[int]]:
         """Generated text token ids per sample (beam search with `testing.cfg.translation`)."""
-        generated = self.mbart.generate(**self._encoder_inputs(batch), generation_config=self.generation)
+        return self.generate(self.gloss_embedding(batch["gloss_ids"]), batch["gloss_mask"])
+
+    @torch.no_grad()
+    def generate(self, embeddings: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        generated = self.mbart.generate(inputs_embeds=embeddings * self.embed_scale, attention_mask=mask,
+                                        generation_config=self.generation)
         return [row.tolist() for row in generated]
 
 

@@ -207,7 +207,8 @@ def test_a_pretrained_mbart_gets_gloss_embeddings_from_its_subwords_and_scales_t
     token_ids = torch.tensor([[*text.subword_ids(vocab.glosses.tokens[index]), text.eos_id]])
     encoder = model.mbart.get_encoder()
     with torch.no_grad():
-        from_glosses = encoder(**model._encoder_inputs(gloss_batch)).last_hidden_state
+        from_glosses = encoder(inputs_embeds=model.gloss_embedding(gloss_batch["gloss_ids"]) * model.embed_scale,
+                               attention_mask=gloss_batch["gloss_mask"]).last_hidden_state
         from_tokens = encoder(input_ids=token_ids).last_hidden_state
     assert torch.allclose(from_glosses, from_tokens, atol=1e-6)
     # targets end with </s> de_DE; the decoder input starts with de_DE, and so does generation

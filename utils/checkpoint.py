@@ -9,12 +9,13 @@ refused.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Sequence
 
 import torch
 
@@ -179,12 +180,26 @@ def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "module.") -
     return state_dict
 
 
-def load_weights(module: torch.nn.Module, path: str | os.PathLike, what: str) -> None:
-    """Initialise `module` strictly from a weights file: a plain state_dict or one of our checkpoints."""
+def load_weights(module: torch.nn.Module, path: str | os.PathLike, what: str, drop_prefixes: Sequence[str] = ()) -> None:
+    """Initialise `module` strictly from a weights file: a plain state_dict or one of our checkpoints.
+
+    Tensors under `drop_prefixes` (e.g. a frontend the module was built without) are left out first."""
     state = load_checkpoint(path)
     state_dict = strip_prefix(state.get("model", state))
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(tuple(drop_prefixes))}
     load_state_strict(module, state_dict, f"{what}: {path}")
-    log.info("%s: loaded %d tensors from %s", what, len(state_dict), path)
+    dropped = f" (without {', '.join(p + '*' for p in drop_prefixes)})" if drop_prefixes else ""
+    log.info("%s: loaded %d tensors from %s%s", what, len(state_dict), path, dropped)
+
+
+def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of names, dtypes, shapes and values: which weights made something (e.g. a feature cache)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_state_strict(module: torch.nn.Module, state_dict: dict[str, Any], source: str) -> None:
