@@ -24,26 +24,36 @@ def build_dataset(
         return GridDataset(cfg["data"], split, train=train, seed=cfg["training"]["random_seed"])
     if cfg["task"] == "S2G":
         from dataset.sign import SignDataset
-        from modelling.recognition import build_frontend, min_input_frames
 
-        data, network = cfg["data"], cfg["model"]["RecognitionNetwork"]
-        sign_cfg = {
-            **data,
-            "gloss2ids": network["GlossTokenizer"]["gloss2id_file"],
-            "temporal": data["transform_cfg"]["temporal_augmentation"],
-            "min_frames": min_input_frames(build_frontend(network, pretrained=False)),
-        }
-        return SignDataset(sign_cfg, split, train=train, seed=cfg["training"]["random_seed"], vocab=vocab)
+        return SignDataset(sign_dataset_cfg(cfg), split, train=train, seed=cfg["training"]["random_seed"], vocab=vocab)
     if cfg["task"] == "G2T":
         from dataset.translation import GlossTextDataset
 
         return GlossTextDataset(cfg, split, vocab=vocab)
+    if cfg["task"] == "S2T":
+        from dataset.sign_translation import SignTextDataset
+
+        return SignTextDataset(cfg, split, train=train, vocab=vocab)
     raise ValueError(f"no dataset for task {cfg['task']!r}")
+
+
+def sign_dataset_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What `SignDataset` reads from a sign-video task's config: `data` plus the recognition network's
+    gloss list, temporal augmentation and shortest usable clip."""
+    from modelling.recognition import build_frontend, min_input_frames
+
+    data, network = cfg["data"], cfg["model"]["RecognitionNetwork"]
+    return {
+        **data,
+        "gloss2ids": network["GlossTokenizer"]["gloss2id_file"],
+        "temporal": data["transform_cfg"]["temporal_augmentation"],
+        "min_frames": min_input_frames(build_frontend(network, pretrained=False)),
+    }
 
 
 def vocabulary_from_state(cfg: dict[str, Any], state: dict[str, Any]) -> Vocabulary | TranslationVocab:
     """The vocabulary a checkpoint stored (`vocab.to_state()`): glosses or characters, and G2T's text tokenizer."""
-    if cfg["task"] == "G2T":
+    if cfg["task"] in ("G2T", "S2T"):
         from dataset.translation import TranslationVocab
 
         return TranslationVocab.from_state(state, cfg)

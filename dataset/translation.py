@@ -50,11 +50,13 @@ class TranslationVocab:
         return cls(Vocabulary.from_state(state["glosses"]), TextTokenizer.from_state(state["text"], pretrained_text(cfg)))
 
 
-def build_translation_vocab(cfg: dict[str, Any], train: list[SignSample]) -> TranslationVocab:
-    """Glosses from `GlossTokenizer.gloss2id_file` or the train glosses; the text tokenizer of the pretrained
-    model, else the one kept in `training.model_dir` (a resumed run), else one trained on the train texts."""
+def build_translation_vocab(cfg: dict[str, Any], train: list[SignSample],
+                            glosses: Vocabulary | None = None) -> TranslationVocab:
+    """`glosses`, else those of `GlossTokenizer.gloss2id_file` or the train glosses; the text tokenizer of the
+    pretrained model, else the one kept in `training.model_dir` (a resumed run), else one trained on the train texts."""
     network = cfg["model"]["TranslationNetwork"]
-    glosses = gloss_vocabulary(train, network["GlossTokenizer"]["gloss2id_file"])
+    if glosses is None:
+        glosses = gloss_vocabulary(train, network["GlossTokenizer"]["gloss2id_file"])
     text_cfg = network["TextTokenizer"]
     pretrained = pretrained_text(cfg)
     kept = Path(cfg["training"]["model_dir"]) / TEXT_TOKENIZER_FILE

@@ -52,6 +52,17 @@ def build_model(cfg: dict[str, Any], vocab: Vocabulary | None = None) -> nn.Modu
         if vocab is None:
             raise ValueError("a G2T model needs the gloss vocabulary and text tokenizer (the train split's, or a checkpoint's)")
         return TranslationNetwork(cfg["model"]["TranslationNetwork"], vocab, cfg["testing"]["cfg"]["translation"])
+    if task == "S2T":
+        from modelling.sign_translation import SignTranslationNetwork
+
+        if vocab is None:
+            raise ValueError("an S2T model needs the gloss vocabulary and text tokenizer (the train split's, or a checkpoint's)")
+        recognition = {**cfg["model"]["RecognitionNetwork"], "augmentation": spatial_augmentation(cfg)}
+        with _as_config_error("model.RecognitionNetwork"):
+            model = SignTranslationNetwork(cfg["model"], recognition, vocab, cfg["testing"]["cfg"]["translation"],
+                                           feature_input=cfg["data"]["input_type"] == "feature")
+        model.recognition.beam_size = cfg["testing"]["cfg"]["recognition"]["beam_size"]
+        return model
     raise ValueError(f"no model for task {task!r}")
 
 

@@ -252,8 +252,34 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
+
+
+def _sign_translation_schema() -> dict[str, Any]:
+    """Sign2Text: Sign2Gloss's data and RecognitionNetwork, Gloss2Text's TranslationNetwork and decoding, the VL-mapper."""
+    s2g, g2t = TASK_SCHEMAS["S2G"], TASK_SCHEMAS["G2T"]
+    data = copy.deepcopy(s2g["data"])
+    data["video"]["root"] = Field(None, STR, path=True)  # not read when training on cached features
+    data["input_type"] = Field("feature", STR, choices=("feature", "video"))
+    data["feature_cache"] = Field(None, STR)  # a folder extract_feature.py writes
+    return {
+        "data": data,
+        "model": {
+            "RecognitionNetwork": copy.deepcopy(s2g["model"]["RecognitionNetwork"]),  # load_ckpt: the S2G checkpoint
+            "VLMapper": {
+                "type": Field("projection", STR, choices=("projection", "embedding")),
+                "hidden_size": Field(1024, INT, minimum=1),  # projection: gloss features -> hidden -> d_model
+            },
+            "TranslationNetwork": copy.deepcopy(g2t["model"]["TranslationNetwork"]),  # load_ckpt: a G2T checkpoint
+            "recognition_weight": Field(1.0, FLOAT, minimum=0),  # loss = translation + this x CTC
+        },
+        "testing": copy.deepcopy(g2t["testing"]),
+    }
+
+
+TASK_SCHEMAS["S2T"] = _sign_translation_schema()
 TASK_METRICS: dict[str, tuple[str, ...]] = {"lip_sentence": ("cer", "wer", "loss"), "S2G": ("wer", "loss"),
-                                            "G2T": ("bleu4", "rouge_l", "bleu1", "loss")}
+                                            "G2T": ("bleu4", "rouge_l", "bleu1", "loss"),
+                                            "S2T": ("bleu4", "rouge_l", "bleu1", "wer", "loss")}
 LOWER_IS_BETTER = {"wer", "cer", "loss"}
 
 

@@ -56,8 +56,7 @@ def evaluate(
         with autocast(dist.device, cfg["training"]["amp"]):
             outputs = model(batch)
         loss_sum += float(outputs["loss"]) * batch["size"]
-        for index, name, ref, ids in zip(batch["index"], batch["name"], batch["text"], model.decode(outputs, batch)):
-            rows.append({"index": index, "name": name, "reference": ref, "hypothesis": vocab.decode(ids)})
+        rows += _decoded_rows(model.decode(outputs, batch), batch, vocab)
     model.train(was_training)
     gathered = gather_objects((rows, loss_sum, bad))
     all_bad = [m for _, _, b in gathered for m in b]
@@ -68,7 +67,22 @@ def evaluate(
     rows = sorted((r for part, _, _ in gathered for r in part), key=lambda r: r["index"])
     metrics = score(cfg["task"], [r["reference"] for r in rows], [r["hypothesis"] for r in rows],
                     **metric_options(cfg))
+    if rows and "gloss_hypothesis" in rows[0]:  # Sign2Text: the recognition branch's WER too
+        metrics.update(score("S2G", [r["gloss_reference"] for r in rows], [r["gloss_hypothesis"] for r in rows]))
     metrics["loss"] = sum(part for _, part, _ in gathered) / max(len(rows), 1)
     metrics["num_samples"] = len(rows)
     metrics["num_skipped"] = len(all_bad)
     return metrics, rows
+
+
+def _decoded_rows(decoded: list[list[int]] | dict[str, list[list[int]]], batch: dict[str, Any],
+                  vocab: Any) -> list[dict[str, Any]]:
+    """One row per sample: the reference and the decoded hypothesis, and for a model that also recognises
+    glosses (its `decode` gives `text` and `gloss` ids) the gloss reference and hypothesis."""
+    texts = decoded["text"] if isinstance(decoded, dict) else decoded
+    rows = [{"index": index, "name": name, "reference": ref, "hypothesis": vocab.decode(ids)}
+            for index, name, ref, ids in zip(batch["index"], batch["name"], batch["text"], texts)]
+    if isinstance(decoded, dict):
+        for row, reference, ids in zip(rows, batch["gloss_text"], decoded["gloss"]):
+            row.update(gloss_reference=reference, gloss_hypothesis=vocab.glosses.decode(ids))
+    return rows

@@ -94,7 +94,7 @@ def rouge_l(refs: Sequence[str], hyps: Sequence[str], tokenize: str) -> float:
 
 def score(task: str, refs: Sequence[str], hyps: Sequence[str], metric_tokenize: str = "13a") -> dict[str, float]:
     """The metrics a task reports, from decoded references and hypotheses (`metric_tokenize`: translation only)."""
-    if task == "G2T":
+    if task in ("G2T", "S2T"):
         return {**bleu(refs, hyps, metric_tokenize), "rouge_l": rouge_l(refs, hyps, metric_tokenize)}
     if task == "lip_sentence":
         return {"cer": cer(refs, hyps), **wer(refs, hyps)}

@@ -1,0 +1,141 @@
+"""Cached frontend features of a trained Sign2Gloss model, for Sign2Text (`extract_feature.py` writes them).
+
+A cache folder holds
+
+    meta.json           what made the features: the frontend weights' SHA-256 and the preprocessing
+    <split>/<key>.npy   one T x C array per sample (float16 or float32), each written atomically
+    <split>/index.json  sample name -> file and frame count, written once every sample of the split is there
+
+Training opens each sample with `np.load(mmap_mode="r")`, so a process holds the batch it uses in memory,
+never a whole split. A cache whose weights or preprocessing differ from what a run would compute is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.checkpoint import atomic_write, load_checkpoint, strip_prefix, weights_fingerprint
+from utils.errors import CheckpointError, DataError
+
+META_FILE = "meta.json"
+INDEX_FILE = "index.json"
+MATCHED_KEYS = ("frontend_sha256", "preprocessing")  # what must agree between a cache and a run
+
+
+def sample_file(cache_dir: str | os.PathLike, split: str, name: str) -> Path:
+    """Where a sample's features lie: its name hashed, so any name makes a valid, flat file name."""
+    return Path(cache_dir) / split / f"{hashlib.sha1(name.encode()).hexdigest()[:20]}.npy"
+
+
+def write_sample(path: Path, features: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, features, allow_pickle=False))
+
+
+def preprocessing(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change what the frontend sees: frame selection, crop, size and scaling."""
+    data = cfg["data"]
+    return {
+        "input_convention": cfg["model"]["RecognitionNetwork"]["input_convention"],
+        "img_size": data["transform_cfg"]["img_size"],
+        "eval_crop": data["transform_cfg"]["eval_crop"],
+        "max_frames": data["input"]["max_frames"],
+        "frame_size": data["input"]["frame_size"],
+    }
+
+
+@lru_cache(maxsize=4)
+def s2g_checkpoint(path: str) -> tuple[dict[str, Any], str]:
+    """A trained Sign2Gloss checkpoint's vocabulary state and the SHA-256 of its frontend weights."""
+    payload = load_checkpoint(path)
+    if not isinstance(payload, dict) or "vocab" not in payload or "model" not in payload:
+        raise CheckpointError(f"model.RecognitionNetwork.load_ckpt {path}: expected a Sign2Gloss checkpoint written "
+                              "by training.py (with 'model' and 'vocab'), e.g. <model_dir>/ckpts/best.ckpt")
+    frontend = {k.removeprefix("frontend."): v for k, v in strip_prefix(payload["model"]).items()
+                if k.startswith("frontend.")}
+    if not frontend:
+        raise CheckpointError(f"model.RecognitionNetwork.load_ckpt {path}: holds no frontend weights")
+    return payload["vocab"], weights_fingerprint(frontend)
+
+
+def expected_meta(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a cache for this config must record: the frontend of `model.RecognitionNetwork.load_ckpt`."""
+    _, fingerprint = s2g_checkpoint(cfg["model"]["RecognitionNetwork"]["load_ckpt"])
+    return {"frontend_sha256": fingerprint, "preprocessing": preprocessing(cfg)}
+
+
+def claim(cache_dir: Path, meta: dict[str, Any]) -> None:
+    """Write `meta.json` for a new cache, or check that an existing cache was made the same way."""
+    path = cache_dir / META_FILE
+    if path.is_file():
+        _check_meta(cache_dir, _read_json(path), meta, "this extraction")
+        return
+    text = json.dumps(meta, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_index(cache_dir: Path, split: str, names: list[str]) -> int:
+    """Index the split's samples that have a features file; returns how many are missing."""
+    entries, missing = {}, 0
+    for name in names:
+        file = sample_file(cache_dir, split, name)
+        if file.is_file():
+            entries[name] = {"file": file.name, "frames": int(np.load(file, mmap_mode="r").shape[0])}
+        else:
+            missing += 1
+    text = json.dumps(entries, indent=1, ensure_ascii=False) + "\n"
+    atomic_write(cache_dir / split / INDEX_FILE, lambda f: f.write(text.encode()))
+    return missing
+
+
+class FeatureCache:
+    """One split of a cache, checked against the meta a run expects; `read(name)` gives T x C float32."""
+
+    def __init__(self, cache_dir: str | os.PathLike, split: str, expected: dict[str, Any]) -> None:
+        self.dir = Path(cache_dir)
+        meta_path, index_path = self.dir / META_FILE, self.dir / split / INDEX_FILE
+        if not meta_path.is_file() or not index_path.is_file():
+            raise DataError(f"data.feature_cache {self.dir}: no {split} features ({index_path} is missing); "
+                            "run `python extract_feature.py --config <this config>` first")
+        _check_meta(self.dir, _read_json(meta_path), expected, "this run")
+        self.split = split
+        self.index: dict[str, dict[str, Any]] = _read_json(index_path)
+
+    def frames(self, name: str) -> int | None:
+        entry = self.index.get(name)
+        return entry["frames"] if entry else None
+
+    def read(self, name: str) -> torch.Tensor:
+        entry = self.index.get(name)
+        if entry is None:
+            raise DataError(f"sample {name}: not in the feature cache {self.dir / self.split} (its video was "
+                            "unreadable at extraction, or the annotations changed since)")
+        path = self.dir / self.split / entry["file"]
+        try:
+            features = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as err:
+            raise DataError(f"sample {name}: feature file {path} cannot be read: {err}") from None
+        return torch.from_numpy(np.array(features, dtype=np.float32))  # a copy: the memory map stays read-only
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot be read as JSON: {err}") from None
+
+
+def _check_meta(cache_dir: Path, found: dict[str, Any], expected: dict[str, Any], who: str) -> None:
+    for key in MATCHED_KEYS:
+        if found.get(key) != expected[key]:
+            raise DataError(
+                f"data.feature_cache {cache_dir} was made with {key} {found.get(key)}, but {who} has {expected[key]}: "
+                "the features came from other frontend weights or preprocessing. Extract again into a new folder "
+                "(or delete this one)"
+            )
