@@ -97,6 +97,9 @@ class GlossTextDataset(torch.utils.data.Dataset):
         # what training.length_bucketing sorts by
         self.num_frames = [len(s.target_gloss.split()) if s.gloss is not None else 0 for s in self.samples]
         log.info("%s: %d samples, gloss OOV %.2f%%", split, len(self.samples), oov_rate(self.samples, vocab.glosses))
+        if vocab.text.pruned:
+            log.info("%s: %d of %d text subwords are not in the pruned vocabulary (encoded as <unk>)", split,
+                     *vocab.text.not_kept(s.text for s in self.samples if s.text is not None))
 
     def __len__(self) -> int:
         return len(self.samples)

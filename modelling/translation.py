@@ -35,9 +35,10 @@ class TranslationNetwork(nn.Module):
         overrides = {k: v for k, v in cfg["overwrite_cfg"].items() if v is not None}
         pretrained = cfg["pretrained_model_name_or_path"]
         self.mbart = _pretrained_mbart(pretrained, overrides) if pretrained else _scratch_mbart(text, overrides)
-        if len(text) > self.mbart.config.vocab_size:
-            raise ConfigError(f"model.TranslationNetwork: the text tokenizer ({text.source}) has {len(text)} tokens, "
-                              f"more than the model's {self.mbart.config.vocab_size} embeddings")
+        embeddings = self.mbart.config.vocab_size
+        if len(text) > embeddings or (text.pruned and len(text) != embeddings):
+            raise ConfigError(f"model.TranslationNetwork: the text tokenizer ({text.source}) has {len(text)} tokens"
+                              f"{' after pruning' if text.pruned else ''}, the model {embeddings} embeddings")
         config = self.mbart.config
         self.embed_scale = config.d_model ** 0.5 if config.scale_embedding else 1.0
         self.gloss_embedding = nn.Embedding(vocab.num_gloss_ids, config.d_model, padding_idx=0)
@@ -63,8 +64,8 @@ class TranslationNetwork(nn.Module):
         """Each gloss: the mean of its subwords' token embeddings; padding, <unk> and the end: mBART's own."""
         tokens = self.mbart.get_input_embeddings().weight.detach()
         text = vocab.text
-        rows = [[text.pad_id]] + [text.subword_ids(g) or [text.backend.unk_token_id] for g in vocab.glosses.tokens[1:]]
-        rows[vocab.glosses.tokens.index(vocab.glosses.unk)] = [text.backend.unk_token_id]
+        rows = [[text.pad_id]] + [text.subword_ids(g) or [text.unk_id] for g in vocab.glosses.tokens[1:]]
+        rows[vocab.glosses.tokens.index(vocab.glosses.unk)] = [text.unk_id]
         rows.append([text.eos_id])
         with torch.no_grad():
             self.gloss_embedding.weight.copy_(torch.stack([tokens[ids].mean(0) for ids in rows]))
