@@ -26,8 +26,9 @@ _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as OpenC
 
 
 def word_classes(root: Path, words: int | None, words_list: list[str] | None) -> WordClasses:
-    """The sorted word folders under `root`: all, the first `words`, or exactly `words_list`."""
-    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    """The sorted word folders under `root` (hidden ones aside): all, the first `words`, or exactly `words_list`."""
+    folders = root.iterdir() if root.is_dir() else []
+    found = sorted(p.name for p in folders if p.is_dir() and not p.name.startswith("."))
     if not found:
         raise ConfigError(f"data.root {root}: expected one folder per word (<WORD>/train/...), found none")
     if words_list is not None:

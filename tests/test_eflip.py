@@ -97,6 +97,7 @@ def data_cfg(root: Path, **changes) -> dict:
 
 
 def test_the_word_list_is_the_sorted_folders_and_samples_carry_their_word(lrw_corpus):
+    (lrw_corpus / ".cache").mkdir(exist_ok=True)  # not a word
     assert word_classes(lrw_corpus, None, None).words == ("ABOUT", "HOUSE", "WORLD")
     assert word_classes(lrw_corpus, 2, None).words == ("ABOUT", "HOUSE")
     assert word_classes(lrw_corpus, None, ["WORLD", "ABOUT"]).words == ("ABOUT", "WORLD")
