@@ -62,8 +62,8 @@ def predict(cfg: dict[str, Any], ckpt_path: Path, out_dir: Path, splits: Sequenc
             log.info("%s: no data.%s given, skipped", split, split)
             continue
         metrics, rows = evaluate(model, build_dataset(cfg, split, vocab=vocab), vocab, cfg, dist)
-        summary = {**metrics, **metric_options(cfg), "params_m": params_m, "checkpoint": str(ckpt_path), "weights": which,
-                   "step": payload.get("state", {}).get("step"), "testing": cfg["testing"]}
+        summary = {**metrics, **metric_options(cfg), "params_m": params_m, "checkpoint": str(ckpt_path),
+                   "weights": which, "step": payload.get("state", {}).get("step"), "testing": cfg["testing"]}
         summaries[split] = summary
         if dist.is_main:
             _write(out_dir / split, summary, rows)

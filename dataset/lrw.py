@@ -137,7 +137,9 @@ class LrwDataset(torch.utils.data.Dataset):
         if self.in_channels == 1 and frames.shape[-1] == 3:
             frames = np.round(frames.astype(np.float32) @ _GREY).astype(np.uint8)[..., None]
         size = inp["frame_size"]
-        return frames if frames.shape[1:3] == (size, size) else resize_frames(np.ascontiguousarray(frames), (size, size))
+        if frames.shape[1:3] == (size, size):
+            return frames
+        return resize_frames(np.ascontiguousarray(frames), (size, size))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         frames = self.frames(index)

@@ -35,7 +35,8 @@ class EfLip(nn.Module):
                  mixup_alpha: float = 0.0, word_boundary: bool = False) -> None:
         super().__init__()
         if cfg["efficientnet_size"] not in EFLIP_SCALES:
-            raise ValueError(f"efficientnet_size must be one of {sorted(EFLIP_SCALES)}, got {cfg['efficientnet_size']!r}")
+            raise ValueError(f"efficientnet_size must be one of {sorted(EFLIP_SCALES)}, "
+                             f"got {cfg['efficientnet_size']!r}")
         scale, num_stages = EFLIP_SCALES[cfg["efficientnet_size"]]
         hidden, tcn = cfg["hidden_size"], cfg["tcn"]
         self.mean, self.std = normalisation
@@ -72,7 +73,8 @@ class EfLip(nn.Module):
             if boundary is None:
                 raise ValueError("this EfLip was built with data.word_boundary: the batch needs 'boundary'")
             x = x + boundary[..., None].to(x.dtype) * self.boundary
-        x = self.transformer(x + positional_encoding(time, x.shape[-1], x.device, x.dtype), src_key_padding_mask=padding)
+        x = x + positional_encoding(time, x.shape[-1], x.device, x.dtype)
+        x = self.transformer(x, src_key_padding_mask=padding)
         x = x.transpose(1, 2)  # B x hidden x T
         for block in self.tcn:
             x = block(x, keep[:, None, :])

@@ -121,7 +121,8 @@ def test_npz_crops_and_lrw_duration_lines(lrw_corpus, tmp_path):
     assert len(train) == 6 and int(train[0]["video"].max()) == 7 and "boundary" in train[0]
     assert read_npz(crops / "ABOUT/test/ABOUT_00001.npz").shape == (29, 96, 96)
     lrw_txt = tmp_path / "ABOUT_00001.txt"  # LRW's own files hold more lines around the duration
-    lrw_txt.write_text("Text:  ABOUT\nConf:  4\n\nWORD START END ASDSCORE\nABOUT 0.35 0.61 1.5\nDuration: 0.26 seconds\n")
+    lrw_txt.write_text("Text:  ABOUT\nConf:  4\n\nWORD START END ASDSCORE\nABOUT 0.35 0.61 1.5\n"
+                       "Duration: 0.26 seconds\n")
     assert read_duration(lrw_txt) == 0.26
     assert word_boundary(0.26, 29).tolist() == [0.0] * 10 + [1.0] * 9 + [0.0] * 10
 
