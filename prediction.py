@@ -55,14 +55,15 @@ def predict(cfg: dict[str, Any], ckpt_path: Path, out_dir: Path, splits: Sequenc
     weights, which = evaluation_weights(payload)
     load_state_strict(model, weights, f"checkpoint {ckpt_path} ({which} weights)")
     model.to(dist.device)
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6  # reported beside accuracy, as papers do
     summaries = {}
     for split in splits:
         if cfg["data"].get(split) is None:
             log.info("%s: no data.%s given, skipped", split, split)
             continue
         metrics, rows = evaluate(model, build_dataset(cfg, split, vocab=vocab), vocab, cfg, dist)
-        summary = {**metrics, **metric_options(cfg), "checkpoint": str(ckpt_path), "weights": which,
-                   "step": payload.get("state", {}).get("step"), "testing": cfg["testing"]}
+        summary = {**metrics, **metric_options(cfg), "params_m": params_m, "checkpoint": str(ckpt_path),
+                   "weights": which, "step": payload.get("state", {}).get("step"), "testing": cfg["testing"]}
         summaries[split] = summary
         if dist.is_main:
             _write(out_dir / split, summary, rows)

@@ -385,11 +385,12 @@ def _log_train(writer: Any, progress: Progress, step: int, loss: float, lrs: dic
                                    f"{samples_per_s:.1f} samples/s"))
 
 
-def _log_validation(writer: Any, step: int, metrics: dict[str, float], metric_name: str, best: float) -> None:
-    for key, value in metrics.items():
+def _log_validation(writer: Any, step: int, metrics: dict[str, Any], metric_name: str, best: float) -> None:
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}  # not breakdowns such as per_word
+    for key, value in scalars.items():
         writer.add_scalar(f"dev/{key}", value, step)
     writer.flush()
-    shown = " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+    shown = " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in scalars.items())
     log.info("validation at step %d: %s (best %s %.3f)", step, shown, metric_name, best)
 
 

@@ -5,14 +5,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dataset.vocab import Vocabulary
+from dataset.vocab import Vocabulary, WordClasses
 
 if TYPE_CHECKING:
     from dataset.translation import TranslationVocab
 
 
 def build_dataset(
-    cfg: dict[str, Any], split: str, train: bool = False, vocab: Vocabulary | TranslationVocab | None = None
+    cfg: dict[str, Any], split: str, train: bool = False,
+    vocab: Vocabulary | WordClasses | TranslationVocab | None = None,
 ) -> torch.utils.data.Dataset:
     """The `split` ('train', 'dev' or 'test') of the task's corpus; `train` turns augmentation on.
 
@@ -22,6 +23,11 @@ def build_dataset(
         from dataset.grid import GridDataset
 
         return GridDataset(cfg["data"], split, train=train, seed=cfg["training"]["random_seed"])
+    if cfg["task"] == "lip_word":
+        from dataset.lrw import LrwDataset
+
+        return LrwDataset(cfg["data"], split, train=train, seed=cfg["training"]["random_seed"],
+                          in_channels=cfg["model"]["EfLip"]["in_channels"], vocab=vocab)
     if cfg["task"] == "S2G":
         from dataset.sign import SignDataset
 
@@ -51,8 +57,11 @@ def sign_dataset_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def vocabulary_from_state(cfg: dict[str, Any], state: dict[str, Any]) -> Vocabulary | TranslationVocab:
-    """The vocabulary a checkpoint stored (`vocab.to_state()`): glosses or characters, and G2T's text tokenizer."""
+def vocabulary_from_state(cfg: dict[str, Any], state: dict[str, Any]) -> Vocabulary | WordClasses | TranslationVocab:
+    """The vocabulary a checkpoint stored (`vocab.to_state()`): glosses, characters or words, and the text tokenizer
+    of the translation tasks."""
+    if cfg["task"] == "lip_word":
+        return WordClasses.from_state(state)
     if cfg["task"] in ("G2T", "S2T"):
         from dataset.translation import TranslationVocab
 

@@ -1,4 +1,4 @@
-"""Token vocabularies for CTC targets (characters for lip reading, glosses for sign language)."""
+"""Token vocabularies for CTC targets (characters for lip reading, glosses for sign language), and word classes."""
 from __future__ import annotations
 
 import string
@@ -68,3 +68,33 @@ class Vocabulary:
 def grid_characters() -> Vocabulary:
     """LipNet's labels: blank 0, space 1, A..Z 2..27 (1 + index in [' ', A-Z])."""
     return Vocabulary((BLANK, " ", *string.ascii_uppercase), joiner="")
+
+
+@dataclass(frozen=True)
+class WordClasses:
+    """The classes of a word-level corpus: class i is `words[i]` (no blank). `decode` joins ranked ids
+    with spaces, best first, so a hypothesis reads 'best second ...'."""
+
+    words: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.words)}
+
+    def encode(self, word: str, where: str = "") -> int:
+        if word not in self._index:
+            raise DataError(f"{where}: word {word!r} is not one of the {len(self.words)} classes")
+        return self._index[word]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(self.words[i] for i in ids)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"words": list(self.words)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "WordClasses":
+        return cls(tuple(state["words"]))

@@ -1,7 +1,7 @@
 """Models by task: `build_model(cfg, vocab)` maps a validated config to a module.
 
 Every model's `forward(batch)` returns a dict with `loss`; `decode(outputs, batch)` turns the outputs
-into token ids per sample for scoring.
+into token ids per sample for scoring (a word classifier's: its word ids, best first).
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any, Iterator
 
 from torch import nn
 
-from dataset.vocab import Vocabulary, grid_characters
+from dataset.vocab import Vocabulary, WordClasses, grid_characters
 from utils.checkpoint import load_weights
 from utils.errors import ConfigError
 
 
-def build_model(cfg: dict[str, Any], vocab: Vocabulary | None = None) -> nn.Module:
+def build_model(cfg: dict[str, Any], vocab: Vocabulary | WordClasses | None = None) -> nn.Module:
     task = cfg["task"]
     if task == "lip_sentence":
         from modelling.lipnet import LipNet
@@ -35,6 +35,18 @@ def build_model(cfg: dict[str, Any], vocab: Vocabulary | None = None) -> nn.Modu
         if part["load_ckpt"]:
             load_weights(model, part["load_ckpt"], "model.LipNet.load_ckpt")
         model.beam_size = cfg["testing"]["cfg"]["recognition"]["beam_size"]
+        return model
+    if task == "lip_word":
+        from modelling.eflip import EfLip
+
+        if vocab is None:
+            raise ValueError("an EfLip model needs the word classes (the train split's, or a checkpoint's)")
+        part, data = cfg["model"]["EfLip"], cfg["data"]
+        with _as_config_error("model.EfLip"):
+            model = EfLip(part, len(vocab), (data["input"]["mean"], data["input"]["std"]),
+                          mixup_alpha=data["augmentation"]["mixup"], word_boundary=data["word_boundary"])
+        if part["load_ckpt"]:
+            load_weights(model, part["load_ckpt"], "model.EfLip.load_ckpt")
         return model
     if task == "S2G":
         from modelling.recognition import RecognitionNetwork

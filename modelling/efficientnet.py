@@ -9,6 +9,7 @@ published settings already scaled (torchvision's configs take unscaled FusedMBCo
   B: timm `tf_efficientnetv2_b0` = timm `_gen_efficientnetv2_base` at multipliers 1.0 (the B0 of
      google/automl efficientnetv2), head 1280.
 SE ratio 0.25 of the block input and SiLU everywhere, as in both torchvision and timm.
+EfLip (modelling/eflip.py) takes the stages alone (`efficientnet_stages`) behind its own 3D stem.
 """
 from __future__ import annotations
 
@@ -59,26 +60,17 @@ class EfficientNetV2Frontend(nn.Module):
         stochastic_depth_prob: float = 0.2,
     ):
         super().__init__()
-        if scale not in SCALES:
-            raise ValueError(f"EfficientNetV2 scale must be one of {sorted(SCALES)}, got {scale!r}")
         if stem_channels is not None and not stem_3d:
             raise ValueError("stem_channels sets the width of the 3D stem; it needs stem_3d=True")
-        setting, head_channels = SCALES[scale]
-        network = EfficientNet(
-            setting, dropout=0.0, stochastic_depth_prob=stochastic_depth_prob,
-            norm_layer=partial(nn.BatchNorm2d, eps=1e-3), last_channel=head_channels,
-        )
+        network = _network(scale, stochastic_depth_prob)
+        head_channels = SCALES[scale][1]
         self.features = network.features
         first_conv = self.features[0][0]
         frame_channels = in_channels
         self.stem_3d = None
         if stem_3d:
             frame_channels = stem_channels or first_conv.out_channels
-            self.stem_3d = nn.Sequential(
-                nn.Conv3d(in_channels, frame_channels, (3, 5, 5), (1, 2, 2), (1, 2, 2), bias=False),
-                nn.BatchNorm3d(frame_channels),
-                nn.SiLU(inplace=True),
-            )
+            self.stem_3d = stem_3d_block(in_channels, frame_channels)
         if frame_channels != first_conv.in_channels:
             self.features[0][0] = nn.Conv2d(frame_channels, first_conv.out_channels, 3, 2, 1, bias=False)
             nn.init.kaiming_normal_(self.features[0][0].weight, mode="fan_out")  # torchvision's init
@@ -94,3 +86,35 @@ class EfficientNetV2Frontend(nn.Module):
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths
+
+
+def stem_3d_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Conv3d k(3,5,5) s(1,2,2) p(1,2,2), BatchNorm, SiLU: halves height and width, keeps every frame."""
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, (3, 5, 5), (1, 2, 2), (1, 2, 2), bias=False),
+        nn.BatchNorm3d(out_channels),
+        nn.SiLU(inplace=True),
+    )
+
+
+def efficientnet_stages(scale: str, num_stages: int | None = None,
+                        stochastic_depth_prob: float = 0.2) -> tuple[nn.Sequential, int, int]:
+    """The first `num_stages` MBConv/FusedMBConv stages of a scale (all when None), without the 2D stem
+    and the head; returns them with their input and output channels."""
+    features = _network(scale, stochastic_depth_prob).features
+    setting = SCALES[scale][0]
+    num_stages = len(setting) if num_stages is None else num_stages
+    if not 1 <= num_stages <= len(setting):
+        raise ValueError(f"EfficientNetV2-{scale} has {len(setting)} stages, {num_stages} asked for")
+    stages = features[1 : 1 + num_stages]
+    return stages, setting[0].input_channels, setting[num_stages - 1].out_channels
+
+
+def _network(scale: str, stochastic_depth_prob: float) -> EfficientNet:
+    if scale not in SCALES:
+        raise ValueError(f"EfficientNetV2 scale must be one of {sorted(SCALES)}, got {scale!r}")
+    setting, head_channels = SCALES[scale]
+    return EfficientNet(
+        setting, dropout=0.0, stochastic_depth_prob=stochastic_depth_prob,
+        norm_layer=partial(nn.BatchNorm2d, eps=1e-3), last_channel=head_channels,
+    )

@@ -132,6 +132,57 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    # Word-level lip reading (LRW) with EfLip; the EfLip seed's options are efficientnet_size, in_channels,
+    # dropout, words and words_list here, training.ema.{enabled,decay} and training.optimization's keys.
+    "lip_word": {
+        "data": {
+            "format": Field("mp4", STR, choices=("mp4", "npz")),
+            "root": Field(REQUIRED, STR, path=True),  # <root>/<WORD>/<split>/<WORD>_00001.{mp4,npz}
+            "metadata_root": Field(None, STR, path=True),  # the .txt files' root (lipread_mp4); None: root
+            "train": Field("train", STR),  # split folder names
+            "dev": Field("val", STR),
+            "test": Field("test", STR),
+            "words": Field(None, INT, minimum=1),  # the first N of the sorted word folders; None: all
+            "words_list": Field(None, LIST, item=str),  # or exactly these words
+            "word_boundary": Field(False, BOOL),  # the .txt Duration as a per-frame model input
+            "skip_bad_samples": Field(False, BOOL),
+            "input": {
+                "roi": Field(None, LIST, item=int, length=4),  # [top, left, height, width] cut before resizing
+                "frame_size": Field(96, INT, minimum=8),  # frames resized to this square
+                "crop_size": Field(88, INT, minimum=8),  # random (train) or centre crop of the resized frames
+                "max_frames": Field(29, INT, minimum=1),
+                "mean": Field(0.421, FLOAT),  # of grey values in [0, 1]: the common LRW pipelines' values
+                "std": Field(0.165, FLOAT, above=0),
+            },
+            "augmentation": {
+                "horizontal_flip": Field(0.5, FLOAT, minimum=0, maximum=1),
+                "time_mask": Field(10, INT, minimum=0),  # at most this many consecutive frames set to the mean frame
+                "mixup": Field(0.4, FLOAT, minimum=0),  # Beta(alpha, alpha) mixing of clip pairs; 0 turns it off
+            },
+        },
+        "model": {
+            "EfLip": {
+                "efficientnet_size": Field("T", STR, choices=("T", "S", "B")),
+                "in_channels": Field(1, INT, choices=(1, 3)),  # grayscale or RGB
+                "dropout": Field(0.4, FLOAT, minimum=0, below=1),
+                "stochastic_depth": Field(0.2, FLOAT, minimum=0, below=1),
+                "bn_momentum": Field(0.01, FLOAT, above=0, maximum=1),  # PyTorch's sense: Keras' 0.99 is 0.01
+                "hidden_size": Field(384, INT, minimum=2),
+                "transformer": {
+                    "layers": Field(1, INT, minimum=1),
+                    "heads": Field(8, INT, minimum=1),
+                    "ff_size": Field(128, INT, minimum=1),
+                },
+                "tcn": {
+                    "hidden_size": Field(463, INT, minimum=1),
+                    "layers": Field(4, INT, minimum=1),
+                    "kernel_size": Field(3, INT, minimum=1),
+                },
+                "label_smoothing": Field(0.1, FLOAT, minimum=0, below=1),
+                "load_ckpt": Field(None, STR, path=True),
+            }
+        },
+    },
     # Sign2Gloss, SingleStream-SLT's keys where SLRT has them.
     "S2G": {
         "data": {
@@ -253,7 +304,6 @@ TASK_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-
 def _sign_translation_schema() -> dict[str, Any]:
     """Sign2Text: Sign2Gloss's data and RecognitionNetwork, Gloss2Text's TranslationNetwork and decoding, the VL-mapper."""
     s2g, g2t = TASK_SCHEMAS["S2G"], TASK_SCHEMAS["G2T"]
@@ -279,7 +329,8 @@ def _sign_translation_schema() -> dict[str, Any]:
 TASK_SCHEMAS["S2T"] = _sign_translation_schema()
 TASK_METRICS: dict[str, tuple[str, ...]] = {"lip_sentence": ("cer", "wer", "loss"), "S2G": ("wer", "loss"),
                                             "G2T": ("bleu4", "rouge_l", "bleu1", "loss"),
-                                            "S2T": ("bleu4", "rouge_l", "bleu1", "wer", "loss")}
+                                            "S2T": ("bleu4", "rouge_l", "bleu1", "wer", "loss"),
+                                            "lip_word": ("top1", "top5", "loss")}
 LOWER_IS_BETTER = {"wer", "cer", "loss"}
 
 

@@ -1,8 +1,9 @@
-"""Scores shared by validation and prediction: WER (with deletions, insertions, substitutions), CER, and for
-translation BLEU-1..4 (sacrebleu) and ROUGE-L F (rouge-score)."""
+"""Scores shared by validation and prediction: WER (with deletions, insertions, substitutions), CER, for
+translation BLEU-1..4 (sacrebleu) and ROUGE-L F (rouge-score), and for word classification top-1, top-5 and
+per-word accuracy."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import BLEU
@@ -92,10 +93,28 @@ def rouge_l(refs: Sequence[str], hyps: Sequence[str], tokenize: str) -> float:
     return 100.0 * sum(scores) / max(len(scores), 1)
 
 
-def score(task: str, refs: Sequence[str], hyps: Sequence[str], metric_tokenize: str = "13a") -> dict[str, float]:
+def word_accuracy(refs: Sequence[str], ranked: Sequence[str]) -> dict[str, float | dict[str, float]]:
+    """Top-1 and top-5 accuracy in percent of ranked hypotheses ('best second ...'), and `per_word`: the
+    top-1 accuracy of each reference word's samples."""
+    _check_paired(refs, ranked)
+    guesses = [hyp.split() for hyp in ranked]
+    hits: dict[str, list[bool]] = {}
+    for ref, guess in zip(refs, guesses):
+        hits.setdefault(ref, []).append(guess[:1] == [ref])
+    scale = 100.0 / max(len(refs), 1)
+    return {
+        "top1": scale * sum(g[:1] == [r] for r, g in zip(refs, guesses)),
+        "top5": scale * sum(r in g[:5] for r, g in zip(refs, guesses)),
+        "per_word": {word: 100.0 * sum(h) / len(h) for word, h in sorted(hits.items())},
+    }
+
+
+def score(task: str, refs: Sequence[str], hyps: Sequence[str], metric_tokenize: str = "13a") -> dict[str, Any]:
     """The metrics a task reports, from decoded references and hypotheses (`metric_tokenize`: translation only)."""
     if task in ("G2T", "S2T"):
         return {**bleu(refs, hyps, metric_tokenize), "rouge_l": rouge_l(refs, hyps, metric_tokenize)}
+    if task == "lip_word":
+        return word_accuracy(refs, hyps)
     if task == "lip_sentence":
         return {"cer": cer(refs, hyps), **wer(refs, hyps)}
     if task == "S2G":  # the cleanup that made the references, applied to the hypotheses too
