@@ -126,3 +126,15 @@ def test_a_missing_input_or_a_folder_without_videos_is_one_error(tmp_path, capsy
     (tmp_path / "empty").mkdir()
     assert main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "out"), "--size", "96"]) == 2
     assert f"error: input {tmp_path / 'empty'} holds no videos" in capsys.readouterr().err
+
+
+def test_protobuf_users_import_under_the_lip_extras_protobuf():
+    """mediapipe 0.10.14 pins protobuf < 5: tensorboard's event protos and the sentencepiece model proto that
+    transformers converts slow mBART tokenizers with must still import (requirements.txt picks versions for it)."""
+    from tensorboard.compat.proto import event_pb2
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    model = import_protobuf().ModelProto()
+    model.pieces.add(piece="▁GUTEN", score=-1.0)
+    assert import_protobuf().ModelProto.FromString(model.SerializeToString()).pieces[0].piece == "▁GUTEN"
+    assert event_pb2.Event(step=3).step == 3
