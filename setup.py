@@ -24,7 +24,10 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "scikit-image>=0.22"],  # skimage.data.astronaut(): a real face
+        # mouth crops (python -m dataset.preprocess_lip): mediapipe 0.10.14 has the solutions API and its wheel
+        # carries the face mesh models, so it runs offline
+        "lip": ["mediapipe==0.10.14"],
         "bench": ["pyctcdecode>=0.5"],  # the reference CTC beam search in benchmarks/ctc_decoding.py
     },
 )

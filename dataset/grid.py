@@ -3,7 +3,10 @@
 A split list holds one sample per line as `speaker/id` (longer paths such as LipNet-PyTorch's
 `s1/video/mpg_6000/bbaf2n` work too: the first part is the speaker, the last the id). Where the videos
 and alignments lie is given by patterns relative to `data.root`, e.g. `{speaker}/{id}.mpg` and
-`align/{speaker}/align/{id}.align`, so each of GRID's distributed layouts can be pointed at directly.
+`GRID_align_txt/{speaker}/align/{id}.align`, so each of GRID's distributed layouts can be pointed at
+directly. A video pattern may name anything `dataset.video.open_video` reads: the raw `.mpg` files,
+LipNet-PyTorch's folders of numbered jpg mouth frames (`lip/{speaker}/video/mpg_6000/{id}`) or the
+`.npz` crops of `python -m dataset.preprocess_lip`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Video input from three kinds of source behind one interface; only the frames asked for are decoded.
+"""Video input from four kinds of source behind one interface; only the frames asked for are decoded.
 
 `open_video(spec)` picks the source from the spec string:
 
@@ -9,7 +9,9 @@
   either a folder inside the archive (``images/<name>``: every png/jpg directly in it) or a file
   pattern with one printf integer field in the file name (``images/<name>/images%04d.png``,
   ``%d`` for unpadded numbers): the members that match, ordered by that number, whatever it
-  starts from. The split is at the first ``.zip@``.
+  starts from. The split is at the first ``.zip@``;
+- ``path/to/clip.npz``: mouth crops written by ``python -m dataset.preprocess_lip``, whose ``data`` array
+  is T x H x W (grayscale, given as three equal channels) or T x H x W x 3 (RGB) uint8.
 
 Every failure (missing or empty source, no matching frames, an undecodable frame) is one
 `DataError` that names the source.
@@ -157,6 +159,32 @@ class ZipFrames(_ImageFrames):
             raise DataError(f"{self.name}: frame {frame} cannot be read: {err}") from None
 
 
+class NpzCrops(VideoSource):
+    """The crops are loaded whole when opened: they are small (75 x 64 x 128 x 3 is 1.8 MB)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        super().__init__(f"crops file {path}")
+        if not path.is_file():
+            raise DataError(f"{self.name} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as archive:  # no pickled objects: plain arrays only
+                data = archive["data"]
+        except Exception as err:  # numpy raises KeyError, ValueError, OSError, BadZipFile, EOFError...
+            reason = one_line(err, 200)
+            raise DataError(f"{self.name} cannot be read as preprocess_lip output: {reason}") from None
+        gray, rgb = data.ndim == 3, data.ndim == 4 and data.shape[-1] == 3
+        if data.dtype != np.uint8 or not (gray or rgb) or len(data) == 0:
+            raise DataError(f"{self.name}: 'data' is {data.dtype} of shape {data.shape}, "
+                            "expected uint8 T x H x W or T x H x W x 3 with T > 0")
+        self._data = data
+        self.num_frames = len(data)
+
+    def _decode(self, indices: list[int]) -> np.ndarray:
+        frames = self._data[indices]
+        return np.repeat(frames[..., None], 3, axis=-1) if frames.ndim == 3 else frames
+
+
 def open_video(spec: str | os.PathLike) -> VideoSource:
     """The video source that `spec` names (see the module docstring for the formats)."""
     spec = str(spec)
@@ -165,6 +193,8 @@ def open_video(spec: str | os.PathLike) -> VideoSource:
         return ZipFrames(*zipped.groups())
     if spec.lower().endswith(".zip"):
         raise DataError(f"zip {spec}: name the frames as <zip path>@<member pattern or folder>")
+    if spec.lower().endswith(".npz"):
+        return NpzCrops(spec)
     if os.path.isdir(spec):
         return FrameFolder(spec)
     return DecordVideo(spec)
@@ -173,12 +203,12 @@ def open_video(spec: str | os.PathLike) -> VideoSource:
 def read_video(
     path: str | os.PathLike, size: tuple[int, int] | None = None, max_frames: int | None = None
 ) -> np.ndarray:
-    """Frames of a video file as T x H x W x 3 uint8 RGB.
+    """Frames of any `open_video` source as T x H x W x 3 uint8 RGB.
 
     `size` (height, width) resizes after decoding (decord's own resizing mis-sizes some widths);
     `max_frames` keeps that many frames spread evenly over the video, in order.
     """
-    source = DecordVideo(path)
+    source = open_video(path)
     frames = source.read(sample_indices(source.num_frames, max_frames))
     if size is not None and tuple(frames.shape[1:3]) != tuple(size):
         frames = resize_frames(frames, size)
