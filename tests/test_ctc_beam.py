@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.ctc import beam_search, decode, greedy_decode
+from utils.ctc import BATCHED_FROM, beam_search, decode, greedy_decode
 
 A, B = 1, 2  # labels; 0 is blank
 
@@ -183,3 +183,21 @@ def test_big_beam_is_exhaustive(logits):
     frames, labels = log_probs.shape
     got = beam_one(log_probs, beam_size=labels**frames)
     assert abs(probs[got] - max(probs.values())) <= 1e-6
+
+
+def test_batched_search_finds_the_beams_of_single_calls_and_the_most_probable_labeling():
+    # BATCHED_FROM samples or more run the whole-batch numpy search: same beams as one sample at a time.
+    rng = np.random.default_rng(5)
+    count = BATCHED_FROM
+    mixed = [peaky_log_probs(rng, 25, 9) if i % 2 else random_log_probs(rng, 25, 9, scale=float(rng.choice([1.0, 6.0])))
+             for i in range(count)]
+    lengths = torch.tensor(rng.integers(0, 26, size=count))
+    for beam_size in (2, 5):
+        singles = [beam_search(lp[None, :n], torch.tensor([n]), beam_size)[0] for lp, n in zip(mixed, lengths.tolist())]
+        assert beam_search(torch.stack(mixed), lengths, beam_size) == singles
+    full_length = beam_search(torch.stack(mixed), torch.full((count,), 25), 3)
+    assert [tuple(seq) for seq in full_length[:20]] == [unpruned_beam_search(lp, 3) for lp in mixed[:20]]
+    small = torch.stack([random_log_probs(rng, 5, 3, scale=float(rng.choice([0.3, 3.0]))) for _ in range(count)])
+    for log_probs, got in zip(small, beam_search(small, torch.full((count,), 5), beam_size=3**5)):
+        probs = exact_log_probs(log_probs)
+        assert probs[tuple(got)] == pytest.approx(max(probs.values()), abs=1e-9)
