@@ -1,11 +1,12 @@
 """Datasets by task: `build_dataset(cfg, split, train)` maps a validated config to a Dataset."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from dataset.vocab import Vocabulary
+from utils.errors import UserError
 
 if TYPE_CHECKING:
     from dataset.translation import TranslationVocab
@@ -24,21 +25,59 @@ def build_dataset(
         return GridDataset(cfg["data"], split, train=train, seed=cfg["training"]["random_seed"])
     if cfg["task"] == "S2G":
         from dataset.sign import SignDataset
-        from modelling.recognition import build_frontend, min_input_frames
 
-        data, network = cfg["data"], cfg["model"]["RecognitionNetwork"]
-        sign_cfg = {
-            **data,
-            "gloss2ids": network["GlossTokenizer"]["gloss2id_file"],
-            "temporal": data["transform_cfg"]["temporal_augmentation"],
-            "min_frames": min_input_frames(build_frontend(network, pretrained=False)),
-        }
-        return SignDataset(sign_cfg, split, train=train, seed=cfg["training"]["random_seed"], vocab=vocab)
+        return SignDataset(_sign_cfg(cfg), split, train=train, seed=cfg["training"]["random_seed"], vocab=vocab)
     if cfg["task"] == "G2T":
         from dataset.translation import GlossTextDataset
 
         return GlossTextDataset(cfg, split, vocab=vocab)
     raise ValueError(f"no dataset for task {cfg['task']!r}")
+
+
+def _sign_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`data` of a sign task with what SignDataset needs from the model section."""
+    from modelling.recognition import build_frontend, min_input_frames
+
+    data, network = cfg["data"], cfg["model"]["RecognitionNetwork"]
+    return {
+        **data,
+        "gloss2ids": network["GlossTokenizer"]["gloss2id_file"],
+        "temporal": data["transform_cfg"]["temporal_augmentation"],
+        "min_frames": min_input_frames(build_frontend(network, pretrained=False)),
+    }
+
+
+def _lip_sentence_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> torch.Tensor:
+    from dataset.grid import read_user_video
+
+    return read_user_video(spec, cfg["data"]["input"], crop_mouth)
+
+
+def _sign_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> torch.Tensor:
+    from dataset.sign import read_eval_clip
+
+    return read_eval_clip(spec, _sign_cfg(cfg))
+
+
+# Tasks whose models read videos: (cfg, video spec, crop_mouth) -> the video tensor their dataset gives.
+VIDEO_READERS: dict[str, Callable[[dict[str, Any], str, str], torch.Tensor]] = {
+    "lip_sentence": _lip_sentence_video,
+    "S2G": _sign_video,
+}
+
+
+def video_sample(cfg: dict[str, Any], spec: str, index: int = 0, crop_mouth: str = "auto") -> dict[str, Any]:
+    """A video of the user's (`dataset.video.open_video` spec) as a sample of the task's dataset, without a target.
+
+    `crop_mouth` (lip reading): 'auto' crops the mouth region unless the frames already have the model input's
+    aspect ratio, 'yes' always, 'no' never.
+    """
+    reader = VIDEO_READERS.get(cfg["task"])
+    if reader is None:
+        raise UserError(f"--video: a {cfg['task']} model does not read videos; models that do: "
+                        f"{', '.join(VIDEO_READERS)}")
+    return {"index": index, "name": spec, "video": reader(cfg, spec, crop_mouth), "text": "",
+            "labels": torch.zeros(0, dtype=torch.long)}
 
 
 def vocabulary_from_state(cfg: dict[str, Any], state: dict[str, Any]) -> Vocabulary | TranslationVocab:

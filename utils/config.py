@@ -280,16 +280,21 @@ def load_config(path: str | os.PathLike, opts: Iterable[str] = (), check_paths: 
 
     `check_paths=False` skips the existence check of input files (to inspect a config elsewhere).
     """
-    raw = _read_yaml(Path(path))
+    return resolve_config(_read_yaml(Path(path)), str(path), opts, check_paths)
+
+
+def resolve_config(raw: dict[str, Any], source: str, opts: Iterable[str] = (), check_paths: bool = True) -> dict[str, Any]:
+    """Apply overrides to a config mapping (a file's, or one a checkpoint stored; changed in place) and validate
+    it; errors name `source`."""
     for opt in opts:
         _apply_override(raw, opt)
     task = raw.get("task")
     if not isinstance(task, str) or task not in TASK_SCHEMAS:
         close = difflib.get_close_matches(short_repr(task), TASK_SCHEMAS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{path}: key 'task' is {short_repr(task)}, expected one of {sorted(TASK_SCHEMAS)}{hint}")
+        raise ConfigError(f"{source}: key 'task' is {short_repr(task)}, expected one of {sorted(TASK_SCHEMAS)}{hint}")
     schema = task_schema(task)
-    return _Resolver(str(path), schema, check_paths).section(raw, schema, prefix="")
+    return _Resolver(source, schema, check_paths).section(raw, schema, prefix="")
 
 
 def resolve_section(raw: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
