@@ -23,7 +23,7 @@ from utils.cli import base_parser, run_main
 from utils.config import load_config
 from utils.distributed import DistInfo, init_distributed, shutdown
 from utils.evaluation import evaluate, metric_options
-from utils.inference import Trained, load_trained, transcribe, video_inputs
+from utils.inference import Trained, load_trained, transcribe
 from utils.logging import setup_logging
 from utils.metrics import sample_errors
 
@@ -64,8 +64,7 @@ def _checkpoint_path(args: argparse.Namespace, cfg: dict[str, Any] | None) -> Pa
 
 
 def _print_readings(trained: Trained, path: str, crop_mouth: str) -> None:
-    specs = video_inputs(path)
-    for spec, text in zip(specs, transcribe(trained, specs, crop_mouth)):
+    for spec, text in transcribe(trained, path, crop_mouth):
         print(f"{spec}\t{text}", flush=True)
 
 

@@ -66,17 +66,19 @@ VIDEO_READERS: dict[str, Callable[[dict[str, Any], str, str], torch.Tensor]] = {
 }
 
 
+def require_video_task(task: str) -> None:
+    if task not in VIDEO_READERS:
+        raise UserError(f"--video: a {task} model does not read videos; models that do: {', '.join(VIDEO_READERS)}")
+
+
 def video_sample(cfg: dict[str, Any], spec: str, index: int = 0, crop_mouth: str = "auto") -> dict[str, Any]:
     """A video of the user's (`dataset.video.open_video` spec) as a sample of the task's dataset, without a target.
 
     `crop_mouth` (lip reading): 'auto' crops the mouth region unless the frames already have the model input's
     aspect ratio, 'yes' always, 'no' never.
     """
-    reader = VIDEO_READERS.get(cfg["task"])
-    if reader is None:
-        raise UserError(f"--video: a {cfg['task']} model does not read videos; models that do: "
-                        f"{', '.join(VIDEO_READERS)}")
-    return {"index": index, "name": spec, "video": reader(cfg, spec, crop_mouth), "text": "",
+    require_video_task(cfg["task"])
+    return {"index": index, "name": spec, "video": VIDEO_READERS[cfg["task"]](cfg, spec, crop_mouth), "text": "",
             "labels": torch.zeros(0, dtype=torch.long)}
 
 

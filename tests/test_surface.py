@@ -21,7 +21,7 @@ from utils import export, plots
 from utils.checkpoint import evaluation_weights, load_checkpoint, save_atomic
 from utils.config import load_config
 from utils.errors import CheckpointError, UserError
-from utils.inference import load_trained, transcribe, video_inputs
+from utils.inference import Trained, load_trained, transcribe, video_inputs
 from utils.metrics import sample_errors
 from test_sign_training import S2G_CONFIG, s2g_opts
 
@@ -69,15 +69,17 @@ def test_video_reads_a_demo_like_mp4_and_prints_a_sentence(undisturbed_run, grid
 def test_video_inputs_and_mouth_crops(grid_corpus, tmp_path):
     video = next((grid_corpus / "videos").rglob("*.mpg"))
     assert video_inputs(video) == [str(video)]
-    (tmp_path / "clips").mkdir()
-    for name in ("b10.mp4", "b9.mpg", "notes.txt"):
+    (tmp_path / "clips" / "s2").mkdir(parents=True)
+    for name in ("b10.mp4", "b9.mpg", "notes.txt", "s2/a.avi"):
         (tmp_path / "clips" / name).write_bytes(b"")
-    assert video_inputs(tmp_path / "clips") == [str(tmp_path / "clips" / n) for n in ("b9.mpg", "b10.mp4")]
+    assert video_inputs(tmp_path / "clips") == [str(tmp_path / "clips" / n) for n in ("b9.mpg", "b10.mp4", "s2/a.avi")]
     (tmp_path / "frames").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "frames" / "0001.png")
     assert video_inputs(tmp_path / "frames") == [str(tmp_path / "frames")]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("")
     with pytest.raises(UserError, match="holds no video files"):
-        video_inputs(tmp_path / "clips" / "..")
+        video_inputs(tmp_path / "empty")
     with pytest.raises(UserError, match=r"^--video .*nowhere does not exist$"):
         video_inputs(tmp_path / "nowhere")
 
@@ -91,9 +93,12 @@ def test_video_inputs_and_mouth_crops(grid_corpus, tmp_path):
             read_user_video(str(face), inp)
 
 
-def test_a_g2t_model_refuses_video_in_one_line():
+def test_a_g2t_model_refuses_video_in_one_line(grid_corpus):
     with pytest.raises(UserError, match=r"^--video: a G2T model does not read videos; models that do: lip_sentence, S2G"):
         video_sample({"task": "G2T"}, "clip.mp4")
+    g2t = Trained({"task": "G2T"}, torch.nn.Linear(1, 1), None, Path("g2t.ckpt"), "model", 0)
+    with pytest.raises(UserError, match=r"^--video: a G2T model does not read videos"):
+        transcribe(g2t, grid_corpus / "videos")  # refused before any video is looked for
 
 
 def test_a_sign2gloss_checkpoint_reads_a_video_as_evaluation_does(sign_corpus, tmp_path, capsys):
@@ -108,7 +113,7 @@ def test_a_sign2gloss_checkpoint_reads_a_video_as_evaluation_does(sign_corpus, t
     expected = prediction.predict(trained, tmp_path / "out", ["dev"], prediction.init_distributed())
     hypothesis = results(tmp_path / "out" / "dev" / "results.jsonl")[dev.name(0)]["hypothesis"]
     assert expected["dev"]["num_samples"] == len(dev)
-    assert transcribe(trained, [spec]) == [hypothesis]
+    assert transcribe(trained, spec) == [(spec, hypothesis)]
 
 
 def test_export_round_trip_gives_equal_tensors_and_the_same_predictions(undisturbed_run, tmp_path, capsys):
@@ -125,7 +130,7 @@ def test_export_round_trip_gives_equal_tensors_and_the_same_predictions(undistur
     assert back["state"]["step"] == payload["state"]["step"]
     from_folder, from_ckpt = load_trained(tmp_path / "exported"), load_trained(best)
     video = next(Path(from_ckpt.cfg["data"]["root"]).rglob("*.mpg"))
-    assert transcribe(from_folder, [str(video)]) == transcribe(from_ckpt, [str(video)])
+    assert transcribe(from_folder, video) == transcribe(from_ckpt, video)
 
 
 def test_export_refuses_a_checkpoint_without_config_and_a_folder_without_weights(tmp_path):

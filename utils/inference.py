@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from dataset import video_sample, vocabulary_from_state
+from dataset import require_video_task, video_sample, vocabulary_from_state
 from dataset.loader import collate
 from dataset.video import IMAGE_SUFFIXES, natural_key
 from modelling import build_model
@@ -80,31 +80,32 @@ def without_init_weights(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def video_inputs(path: str | os.PathLike) -> list[str]:
-    """What `--video PATH` names: a video file, a zip spec, a folder of videos (each one input, in natural
-    order), or a folder of frames (one input)."""
+    """What `--video PATH` names: a video file, a zip spec, a folder with videos (each one input, subfolders
+    included, in natural order), or a folder of frames (one input)."""
     path = str(path)
     if ".zip@" in path.lower() or os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
         raise UserError(f"--video {path} does not exist")
-    names = sorted(os.listdir(path), key=natural_key)
-    videos = [os.path.join(path, n) for n in names if n.lower().endswith(VIDEO_SUFFIXES)]
+    videos = [str(p) for p in Path(path).rglob("*") if p.name.lower().endswith(VIDEO_SUFFIXES) and p.is_file()]
     if videos:
-        return videos
-    if any(n.lower().endswith(IMAGE_SUFFIXES) for n in names):
+        return sorted(videos, key=natural_key)
+    if any(n.lower().endswith(IMAGE_SUFFIXES) for n in os.listdir(path)):
         return [path]
     raise UserError(f"--video {path}: the folder holds no video files ({', '.join(VIDEO_SUFFIXES)}) "
                     f"and no frames ({', '.join(IMAGE_SUFFIXES)})")
 
 
 @torch.no_grad()
-def transcribe(trained: Trained, specs: Sequence[str], crop_mouth: str = "auto") -> list[str]:
-    """The model's output text for each video, one at a time (so no padding changes a result)."""
+def transcribe(trained: Trained, path: str | os.PathLike, crop_mouth: str = "auto") -> list[tuple[str, str]]:
+    """(video, the model's output text) for each video `path` names (see `video_inputs`), one video at a time
+    (so no padding changes a result)."""
+    require_video_task(trained.cfg["task"])
     device = next(trained.model.parameters()).device
-    texts = []
-    for index, spec in enumerate(specs):
+    readings = []
+    for index, spec in enumerate(video_inputs(path)):
         batch = move_to(collate([video_sample(trained.cfg, spec, index, crop_mouth)]), device)
         with autocast(device, trained.cfg["training"]["amp"]):
             outputs = trained.model(batch)
-        texts.append(trained.vocab.decode(trained.model.decode(outputs, batch)[0]))
-    return texts
+        readings.append((spec, trained.vocab.decode(trained.model.decode(outputs, batch)[0])))
+    return readings

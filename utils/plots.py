@@ -21,6 +21,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from utils.cli import run_main
+from utils.config import LOWER_IS_BETTER
 from utils.errors import UserError
 
 DPI = 100
@@ -58,17 +59,17 @@ def learning_curve(run_dir: str | Path, out_path: str | Path | None = None) -> P
         if tag in scalars:
             steps, values = scalars[tag]
             loss_ax.plot(steps, values, marker="o" if label == "dev" else None, label=label)
-    if all(v > 0 for tag in ("train/loss", "dev/loss") if tag in scalars for v in scalars[tag][1]):
+    losses = [v for tag in ("train/loss", "dev/loss") if tag in scalars for v in scalars[tag][1]]
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 10:  # CTC losses fall by decades
         loss_ax.set_yscale("log")
     loss_ax.set(title="loss", xlabel="step", ylabel="loss")
     loss_ax.legend()
     if metric is not None:
         steps, values = scalars[f"dev/{metric}"]
         metric_ax.plot(steps, values, marker="o", color="tab:green")
-        best = int(np.argmin(values) if metric in ("wer", "cer", "loss") else np.argmax(values))
-        metric_ax.annotate(f"best {values[best]:.2f} at step {steps[best]}", (steps[best], values[best]),
-                           textcoords="offset points", xytext=(0, 10), ha="center")
-        metric_ax.set(title=f"dev {metric}", xlabel="step", ylabel=metric)
+        best = int(np.argmin(values) if metric in LOWER_IS_BETTER else np.argmax(values))
+        metric_ax.plot(steps[best], values[best], "*", color="tab:red", markersize=14, label="best")
+        metric_ax.set(title=f"dev {metric}: best {values[best]:.2f} at step {steps[best]}", xlabel="step", ylabel=metric)
     else:
         metric_ax.set_axis_off()
     for ax in (loss_ax, metric_ax):
@@ -124,10 +125,9 @@ def alignment(trained: Any, split: str, name: str, out_path: str | Path | None =
     image = ax.imshow(probs[:, rows].T, aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     best = probs.argmax(axis=1)
     frames = [t for t in range(len(best)) if best[t] in rows]
-    ax.plot(frames, [rows.index(best[t]) for t in frames], "o", color="tab:red", markersize=3, label="best path")
+    ax.plot(frames, [rows.index(best[t]) for t in frames], "o", color="tab:red", markersize=3)
     ax.set_yticks(range(len(rows)), [_token_label(vocab.tokens[r]) for r in rows])
-    ax.set(xlabel="output frame", ylabel="token")
-    ax.legend(loc="upper right", fontsize="small")
+    ax.set(xlabel="output frame (red: the most probable token of each frame, the best path)", ylabel="token")
     fig.colorbar(image, ax=ax, label="posterior", pad=0.01)
     ax.set_title(f"{name}\nreference: {reference}\ndecoded:   {decoded}", loc="left", fontsize="medium",
                  family="monospace")
@@ -149,7 +149,7 @@ def _shown_tokens(probs: np.ndarray, vocab: Any, reference: str, decoded: str) -
 
 
 def _token_label(token: str) -> str:
-    return {" ": "␣ (space)", "<blank>": "blank"}.get(token, token)
+    return {" ": "space", "<blank>": "blank"}.get(token, token)
 
 
 # ------------------------------------------------------------------------------------------ confusions
