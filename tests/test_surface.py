@@ -98,7 +98,7 @@ def test_a_g2t_model_refuses_video_in_one_line(grid_corpus):
         video_sample({"task": "G2T"}, "clip.mp4")
     g2t = Trained({"task": "G2T"}, torch.nn.Linear(1, 1), None, Path("g2t.ckpt"), "model", 0)
     with pytest.raises(UserError, match=r"^--video: a G2T model does not read videos"):
-        transcribe(g2t, grid_corpus / "videos")  # refused before any video is looked for
+        next(transcribe(g2t, grid_corpus / "videos"))  # refused before any video is looked for
 
 
 def test_a_sign2gloss_checkpoint_reads_a_video_as_evaluation_does(sign_corpus, tmp_path, capsys):
@@ -113,7 +113,7 @@ def test_a_sign2gloss_checkpoint_reads_a_video_as_evaluation_does(sign_corpus, t
     expected = prediction.predict(trained, tmp_path / "out", ["dev"], prediction.init_distributed())
     hypothesis = results(tmp_path / "out" / "dev" / "results.jsonl")[dev.name(0)]["hypothesis"]
     assert expected["dev"]["num_samples"] == len(dev)
-    assert transcribe(trained, spec) == [(spec, hypothesis)]
+    assert list(transcribe(trained, spec)) == [(spec, hypothesis)]
 
 
 def test_export_round_trip_gives_equal_tensors_and_the_same_predictions(undisturbed_run, tmp_path, capsys):
@@ -130,7 +130,7 @@ def test_export_round_trip_gives_equal_tensors_and_the_same_predictions(undistur
     assert back["state"]["step"] == payload["state"]["step"]
     from_folder, from_ckpt = load_trained(tmp_path / "exported"), load_trained(best)
     video = next(Path(from_ckpt.cfg["data"]["root"]).rglob("*.mpg"))
-    assert transcribe(from_folder, video) == transcribe(from_ckpt, video)
+    assert list(transcribe(from_folder, video)) == list(transcribe(from_ckpt, video))
 
 
 def test_export_refuses_a_checkpoint_without_config_and_a_folder_without_weights(tmp_path):

@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -96,16 +96,13 @@ def video_inputs(path: str | os.PathLike) -> list[str]:
                     f"and no frames ({', '.join(IMAGE_SUFFIXES)})")
 
 
-@torch.no_grad()
-def transcribe(trained: Trained, path: str | os.PathLike, crop_mouth: str = "auto") -> list[tuple[str, str]]:
-    """(video, the model's output text) for each video `path` names (see `video_inputs`), one video at a time
-    (so no padding changes a result)."""
+def transcribe(trained: Trained, path: str | os.PathLike, crop_mouth: str = "auto") -> Iterator[tuple[str, str]]:
+    """(video, the model's output text) for each video `path` names (see `video_inputs`), as each is read, one
+    video at a time (so no padding changes a result)."""
     require_video_task(trained.cfg["task"])
     device = next(trained.model.parameters()).device
-    readings = []
     for index, spec in enumerate(video_inputs(path)):
         batch = move_to(collate([video_sample(trained.cfg, spec, index, crop_mouth)]), device)
-        with autocast(device, trained.cfg["training"]["amp"]):
+        with torch.no_grad(), autocast(device, trained.cfg["training"]["amp"]):
             outputs = trained.model(batch)
-        readings.append((spec, trained.vocab.decode(trained.model.decode(outputs, batch)[0])))
-    return readings
+        yield spec, trained.vocab.decode(trained.model.decode(outputs, batch)[0])
