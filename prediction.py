@@ -1,85 +1,95 @@
-"""Evaluate a trained model on dev and test: `python prediction.py --config FILE [--ckpt FILE]`.
+"""Evaluate a trained model on dev and test, or run it on your own videos: `python prediction.py --config FILE`.
 
-Loads `training.model_dir/ckpts/best.ckpt` (or `--ckpt`, or `--ckpt_name` in that folder; EMA weights
-when the run kept them), scores every split with the decoding settings of `testing.cfg`, and writes
-`model_dir/<save_subdir>/<split>/summary.json` and `results.jsonl` (one sample a line). Works under
-torchrun: each sample is decoded on exactly one rank.
+Loads `training.model_dir/ckpts/best.ckpt` (or `--ckpt`, a checkpoint file or a folder written by
+`utils.export`, or `--ckpt_name` in that folder; EMA weights when the run kept them), scores every split
+with the decoding settings of `testing.cfg`, and writes `model_dir/<save_subdir>/<split>/summary.json` and
+`results.jsonl` (one sample a line, with its errors). Works under torchrun: each sample is decoded on
+exactly one rank. `--ckpt FILE` without `--config` uses the config stored in the checkpoint.
+
+`--video PATH` (a video file, a folder of videos or of frames) prints what the model reads in each video
+instead: glosses for sign models, the sentence for lip reading models.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from dataset import build_dataset, vocabulary_from_state
-from modelling import build_model
-from utils.checkpoint import atomic_write, load_checkpoint, load_state_strict
+from dataset import build_dataset
+from utils.checkpoint import atomic_write
 from utils.cli import base_parser, run_main
 from utils.config import load_config
 from utils.distributed import DistInfo, init_distributed, shutdown
-from utils.errors import CheckpointError
 from utils.evaluation import evaluate, metric_options
+from utils.inference import Trained, load_trained, transcribe
 from utils.logging import setup_logging
+from utils.metrics import sample_errors
 
 log = logging.getLogger("prediction")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", help="checkpoint file (default: model_dir/ckpts/best.ckpt)")
+    parser = base_parser(__doc__.splitlines()[0], config_required=False)
+    parser.add_argument("--ckpt", help="checkpoint file or exported folder (default: model_dir/ckpts/best.ckpt)")
     parser.add_argument("--ckpt_name", help="a file name in model_dir/ckpts/ (SLRT's argument)")
     parser.add_argument("--save_subdir", default="prediction", help="output folder under model_dir")
     parser.add_argument("--splits", nargs="+", default=["dev", "test"])
+    parser.add_argument("--video", help="a video file, a folder of videos, or a folder of frames: print the model's reading")
+    parser.add_argument("--crop_mouth", choices=("auto", "yes", "no"), default="auto",
+                        help="lip reading with --video: crop the mouth region first (auto: unless the frames "
+                             "already have the model input's aspect ratio)")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.opts)
+    if args.config is None and args.ckpt is None:
+        parser.error("give --config FILE, or --ckpt FILE to use the config stored in the checkpoint")
+    cfg = load_config(args.config, args.opts) if args.config else None
     dist = init_distributed()
     try:
         setup_logging(None, dist.is_main)
-        ckpt_dir = Path(cfg["training"]["model_dir"]) / "ckpts"
-        path = Path(args.ckpt) if args.ckpt else ckpt_dir / (args.ckpt_name or "best.ckpt")
-        predict(cfg, path, Path(cfg["training"]["model_dir"]) / args.save_subdir, args.splits, dist)
+        trained = load_trained(_checkpoint_path(args, cfg), cfg, args.opts, dist.device)
+        if args.video:
+            if dist.is_main:  # a few videos: one process reads them all
+                _print_readings(trained, args.video, args.crop_mouth)
+            return
+        predict(trained, Path(trained.cfg["training"]["model_dir"]) / args.save_subdir, args.splits, dist)
     finally:
         shutdown()
 
 
-def predict(cfg: dict[str, Any], ckpt_path: Path, out_dir: Path, splits: Sequence[str], dist: DistInfo) -> dict[str, dict]:
-    """Score each split with the checkpoint's weights; returns {split: summary}."""
-    payload = load_checkpoint(ckpt_path)
-    absent = [key for key in ("model", "vocab") if key not in payload]
-    if absent:
-        raise CheckpointError(f"checkpoint {ckpt_path} holds no {' or '.join(map(repr, absent))}: "
-                              "expected a checkpoint written by training.py (with 'model' and 'vocab')")
-    vocab = vocabulary_from_state(cfg, payload["vocab"])
-    model = build_model(cfg, vocab)
-    weights, which = evaluation_weights(payload)
-    load_state_strict(model, weights, f"checkpoint {ckpt_path} ({which} weights)")
-    model.to(dist.device)
-    params_m = sum(p.numel() for p in model.parameters()) / 1e6  # reported beside accuracy, as papers do
+def _checkpoint_path(args: argparse.Namespace, cfg: dict[str, Any] | None) -> Path:
+    if args.ckpt:
+        return Path(args.ckpt)
+    return Path(cfg["training"]["model_dir"]) / "ckpts" / (args.ckpt_name or "best.ckpt")
+
+
+def _print_readings(trained: Trained, path: str, crop_mouth: str) -> None:
+    for spec, text in transcribe(trained, path, crop_mouth):
+        print(f"{spec}\t{text}", flush=True)
+
+
+def predict(trained: Trained, out_dir: Path, splits: Sequence[str], dist: DistInfo) -> dict[str, dict]:
+    """Score each split with the trained model; returns {split: summary}."""
+    cfg = trained.cfg
+    params_m = sum(p.numel() for p in trained.model.parameters()) / 1e6  # reported beside accuracy, as papers do
     summaries = {}
     for split in splits:
         if cfg["data"].get(split) is None:
             log.info("%s: no data.%s given, skipped", split, split)
             continue
-        metrics, rows = evaluate(model, build_dataset(cfg, split, vocab=vocab), vocab, cfg, dist)
-        summary = {**metrics, **metric_options(cfg), "params_m": params_m, "checkpoint": str(ckpt_path),
-                   "weights": which, "step": payload.get("state", {}).get("step"), "testing": cfg["testing"]}
+        metrics, rows = evaluate(trained.model, build_dataset(cfg, split, vocab=trained.vocab), trained.vocab, cfg, dist)
+        summary = {**metrics, **metric_options(cfg), "params_m": params_m, "checkpoint": str(trained.source), "weights": trained.weights,
+                   "step": trained.step, "testing": cfg["testing"]}
         summaries[split] = summary
         if dist.is_main:
+            for row in rows:
+                row["errors"] = sample_errors(cfg["task"], row["reference"], row["hypothesis"], **metric_options(cfg))
             _write(out_dir / split, summary, rows)
     if dist.is_main:
         _print_table(summaries)
         for name, value in metric_options(cfg).items():
             print(f"{name}: {value}", flush=True)  # e.g. the tokenisation BLEU and ROUGE-L were computed with
     return summaries
-
-
-def evaluation_weights(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The EMA weights when the run kept an EMA (what it validated with), else the raw weights."""
-    ema = payload.get("ema")
-    if ema:
-        return {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}, "ema"
-    return payload["model"], "model"
 
 
 def _write(split_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:

@@ -22,6 +22,7 @@ setup(
         "PyYAML>=6",
         "tensorboard>=2.14",
         "tqdm>=4.60",
+        "matplotlib>=3.7",  # python -m utils.plots: learning curves, CTC alignments, confusions
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "scikit-image>=0.22"],  # skimage.data.astronaut(): a real face

@@ -1,11 +1,12 @@
 """Datasets by task: `build_dataset(cfg, split, train)` maps a validated config to a Dataset."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from dataset.vocab import Vocabulary, WordClasses
+from utils.errors import UserError
 
 if TYPE_CHECKING:
     from dataset.translation import TranslationVocab
@@ -55,6 +56,41 @@ def sign_dataset_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
         "temporal": data["transform_cfg"]["temporal_augmentation"],
         "min_frames": min_input_frames(build_frontend(network, pretrained=False)),
     }
+
+
+def _lip_sentence_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> torch.Tensor:
+    from dataset.grid import read_user_video
+
+    return read_user_video(spec, cfg["data"]["input"], crop_mouth)
+
+
+def _sign_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> torch.Tensor:
+    from dataset.sign import read_eval_clip
+
+    return read_eval_clip(spec, sign_dataset_cfg(cfg))
+
+
+# Tasks whose models read videos: (cfg, video spec, crop_mouth) -> the video tensor their dataset gives.
+VIDEO_READERS: dict[str, Callable[[dict[str, Any], str, str], torch.Tensor]] = {
+    "lip_sentence": _lip_sentence_video,
+    "S2G": _sign_video,
+}
+
+
+def require_video_task(task: str) -> None:
+    if task not in VIDEO_READERS:
+        raise UserError(f"--video: a {task} model does not read videos; models that do: {', '.join(VIDEO_READERS)}")
+
+
+def video_sample(cfg: dict[str, Any], spec: str, index: int = 0, crop_mouth: str = "auto") -> dict[str, Any]:
+    """A video of the user's (`dataset.video.open_video` spec) as a sample of the task's dataset, without a target.
+
+    `crop_mouth` (lip reading): 'auto' crops the mouth region unless the frames already have the model input's
+    aspect ratio, 'yes' always, 'no' never.
+    """
+    require_video_task(cfg["task"])
+    return {"index": index, "name": spec, "video": VIDEO_READERS[cfg["task"]](cfg, spec, crop_mouth), "text": "",
+            "labels": torch.zeros(0, dtype=torch.long)}
 
 
 def vocabulary_from_state(cfg: dict[str, Any], state: dict[str, Any]) -> Vocabulary | WordClasses | TranslationVocab:

@@ -14,12 +14,13 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dataset.loader import seed_of
-from dataset.video import read_video
+from dataset.video import open_video, read_video, resize_frames, sample_indices
 from dataset.vocab import Vocabulary, grid_characters
-from utils.errors import DataError
+from utils.errors import DataError, UserError, one_line
 
 SILENCE = {"sil", "sp"}
 FRAME_UNITS = 1000  # GRID alignment times count 1000 units per video frame
@@ -97,10 +98,7 @@ class GridDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         inp = self.cfg["input"]
-        frames = read_video(self.video_path(index), (inp["height"], inp["width"]), inp["max_frames"])
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2)  # C x T x H x W
-        if inp["channel_order"] == "BGR":
-            video = video.flip(0)
+        video = lip_input(read_video(self.video_path(index), max_frames=inp["max_frames"]), inp)
         if self.train and self._rng(index).random() < self.cfg["augmentation"]["horizontal_flip"]:
             video = video.flip(-1)
         text = self.texts[index]
@@ -115,3 +113,35 @@ class GridDataset(torch.utils.data.Dataset):
     def _rng(self, index: int) -> random.Random:
         # Augmentation draws depend only on (seed, epoch, sample), never on worker or process layout.
         return random.Random(seed_of(self.seed, self.epoch, self.split, index))
+
+
+def lip_input(frames: np.ndarray, input_cfg: dict[str, Any]) -> torch.Tensor:
+    """T x H x W x 3 uint8 RGB frames as LipNet reads them (`data.input`): C x T x height x width uint8, in
+    `channel_order`."""
+    size = (input_cfg["height"], input_cfg["width"])
+    if tuple(frames.shape[1:3]) != size:
+        frames = resize_frames(frames, size)
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)
+    return video.flip(0) if input_cfg["channel_order"] == "BGR" else video
+
+
+def read_user_video(spec: str, input_cfg: dict[str, Any], crop_mouth: str = "auto") -> torch.Tensor:
+    """A video of the user's (an `open_video` spec) as LipNet reads it. Frames that are not a mouth crop already
+    (`crop_mouth` 'auto': their aspect ratio is not within 10 % of the input's) go through mouth-ROI preprocessing."""
+    source = open_video(spec)
+    frames = source.read(sample_indices(source.num_frames, input_cfg["max_frames"]))
+    height, width = frames.shape[1:3]
+    is_crop = abs((width / height) / (input_cfg["width"] / input_cfg["height"]) - 1) <= 0.1
+    if crop_mouth == "yes" or (crop_mouth == "auto" and not is_crop):
+        frames = mouth_crops(frames, f"{source.name} ({width} x {height} pixels)")
+    return lip_input(frames, input_cfg)
+
+
+def mouth_crops(frames: np.ndarray, what: str) -> np.ndarray:
+    """The mouth region of each frame, by `dataset.preprocess_lip.mouth_crops` (T x H x W x 3 uint8 RGB in and out)."""
+    try:
+        from dataset.preprocess_lip import mouth_crops as crop
+    except ImportError as err:
+        raise UserError(f"{what} needs mouth-ROI preprocessing, which is not available ({one_line(err)}); "
+                        "give a mouth crop, or --crop_mouth no to read the frames as they are") from None
+    return crop(frames)

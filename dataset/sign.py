@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dataset.loader import seed_of
@@ -100,10 +101,7 @@ class SignDataset(torch.utils.data.Dataset):
             frames = source.read(self._frame_indices(index, source))
         except DataError as err:  # names the file; the sample is added here
             raise DataError(f"sample {name}: {err}") from None
-        size = self.cfg["input"]["frame_size"]
-        if size is not None and list(frames.shape[1:3]) != list(size):
-            frames = resize_frames(frames, tuple(size))
-        return torch.from_numpy(frames).permute(3, 0, 1, 2)
+        return _clip_tensor(frames, self.cfg["input"]["frame_size"])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         text, labels = self.target(index)
@@ -120,13 +118,32 @@ class SignDataset(torch.utils.data.Dataset):
         """Every frame (evenly thinned to the cap), or in training a temporal resampling of them. A draw
         shorter than `min_frames` falls back to every frame, so a usable clip never fails at random."""
         max_frames, min_frames = self.cfg["input"]["max_frames"], self.cfg["min_frames"]
-        indices = temporal_indices(source.num_frames, train=False, max_frames=max_frames)
-        if len(indices) < min_frames:
-            raise DataError(f"{source.name}: {len(indices)} frames after sampling, fewer than "
-                            f"data.min_frames {min_frames} (the frontend's temporal receptive field)")
+        indices = _eval_indices(source, max_frames, min_frames)
         if self.train:
             generator = torch.Generator().manual_seed(seed_of(self.seed, self.epoch, self.split, index))
             t = self.cfg["temporal"]
             drawn = temporal_indices(source.num_frames, True, t["tmin"], t["tmax"], max_frames, generator)
             indices = drawn if len(drawn) >= min_frames else indices
         return indices
+
+
+def read_eval_clip(spec: str, data_cfg: dict[str, Any]) -> torch.Tensor:
+    """The frames of an `open_video` spec as SignDataset gives them in evaluation (its `data_cfg`)."""
+    source = open_video(spec)
+    frames = source.read(_eval_indices(source, data_cfg["input"]["max_frames"], data_cfg["min_frames"]))
+    return _clip_tensor(frames, data_cfg["input"]["frame_size"])
+
+
+def _eval_indices(source: VideoSource, max_frames: int, min_frames: int) -> list[int]:
+    indices = temporal_indices(source.num_frames, train=False, max_frames=max_frames)
+    if len(indices) < min_frames:
+        raise DataError(f"{source.name}: {len(indices)} frames after sampling, fewer than "
+                        f"data.min_frames {min_frames} (the frontend's temporal receptive field)")
+    return indices
+
+
+def _clip_tensor(frames: np.ndarray, size: list[int] | None) -> torch.Tensor:
+    """T x H x W x 3 frames, resized to `size` (height, width) when given, as 3 x T x H x W."""
+    if size is not None and list(frames.shape[1:3]) != list(size):
+        frames = resize_frames(frames, tuple(size))
+    return torch.from_numpy(frames).permute(3, 0, 1, 2)

@@ -16,6 +16,7 @@ from utils.checkpoint import save_atomic
 from utils.config import load_config
 from utils.distributed import DistInfo
 from utils.errors import CheckpointError
+from utils.inference import load_trained
 
 CPU = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
@@ -32,7 +33,7 @@ def tiny_checkpoint(path: Path, drop: str | None = None, **lipnet) -> Path:
 
 def test_prediction_writes_summary_and_results_and_leaves_no_temporary_files(grid_corpus, tmp_path):
     cfg = load_config(DEMO_CONFIG, grid_opts(grid_corpus, tmp_path))
-    summaries = predict(cfg, tiny_checkpoint(tmp_path / "a.ckpt"), tmp_path / "out", ["dev"], CPU)
+    summaries = predict(load_trained(tiny_checkpoint(tmp_path / "a.ckpt"), cfg), tmp_path / "out", ["dev"], CPU)
     names = (grid_corpus / "dev.txt").read_text().split()
     rows = [json.loads(line) for line in (tmp_path / "out/dev/results.jsonl").read_text().splitlines()]
     assert [r["name"] for r in rows] == names
@@ -53,7 +54,7 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_a_checkpoint_error_naming_
     cfg = load_config(DEMO_CONFIG, grid_opts(grid_corpus, tmp_path))
     path = tiny_checkpoint(tmp_path / "other.ckpt", **checkpoint)
     with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(str(path))} {expected}"):
-        predict(cfg, path, tmp_path / "out", ["dev"], CPU)
+        load_trained(path, cfg)
 
 
 def test_the_command_line_reports_a_checkpoint_error_in_one_line(grid_corpus, tmp_path):

@@ -24,6 +24,7 @@ from utils.checkpoint import load_checkpoint
 from utils.config import load_config
 from utils.distributed import init_distributed
 from utils.errors import CheckpointError, ConfigError, DataError
+from utils.inference import load_trained
 from utils.metrics import bleu, rouge_l, score
 from utils.safe_pickle import load_pickle
 
@@ -50,8 +51,8 @@ def g2t_opts(corpus: Path, model_dir: Path, **extra) -> list[str]:
 def predict_in_process(config: Path, opts: list[str], model_dir: Path, split: str) -> dict:
     """prediction.py's work on best.ckpt, without starting another Python (the entry point itself is run
     by the demo test)."""
-    return predict(load_config(config, opts), model_dir / "ckpts" / "best.ckpt", model_dir / "prediction", [split],
-                   init_distributed())[split]
+    trained = load_trained(model_dir / "ckpts" / "best.ckpt", load_config(config, opts))
+    return predict(trained, model_dir / "prediction", [split], init_distributed())[split]
 
 
 # ----------------------------------------------------------------------------------------------- metrics

@@ -220,3 +220,12 @@ def load_state_strict(module: torch.nn.Module, state_dict: dict[str, Any], sourc
 def _mismatch(module: torch.nn.Module, state_dict: dict[str, Any]) -> tuple[list[str], list[str]]:
     expected = set(module.state_dict())
     return sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+
+
+def evaluation_weights(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A training checkpoint's weights to evaluate and ship: the EMA's when the run kept one (what it validated
+    with), else the raw weights; and which ('ema' or 'model')."""
+    ema = payload.get("ema")
+    if ema:
+        return {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}, "ema"
+    return payload["model"], "model"

@@ -8,9 +8,10 @@ from typing import Callable, Sequence
 from utils.errors import UserError
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
+    """`config_required=False`: the entry point can take the config from elsewhere (a checkpoint)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", required=True, help="experiment YAML file")
+    parser.add_argument("--config", required=config_required, help="experiment YAML file")
     parser.add_argument(
         "--opts", nargs="*", default=[], metavar="KEY=VALUE",
         help="overrides, values read as YAML, e.g. training.batch_size=4 training.shuffle=false",

@@ -357,16 +357,21 @@ def load_config(path: str | os.PathLike, opts: Iterable[str] = (), check_paths: 
 
     `check_paths=False` skips the existence check of input files (to inspect a config elsewhere).
     """
-    raw = _read_yaml(Path(path))
+    return resolve_config(_read_yaml(Path(path)), str(path), opts, check_paths)
+
+
+def resolve_config(raw: dict[str, Any], source: str, opts: Iterable[str] = (), check_paths: bool = True) -> dict[str, Any]:
+    """Apply overrides to a config mapping (a file's, or one a checkpoint stored; changed in place) and validate
+    it; errors name `source`."""
     for opt in opts:
         _apply_override(raw, opt)
     task = raw.get("task")
     if not isinstance(task, str) or task not in TASK_SCHEMAS:
         close = difflib.get_close_matches(short_repr(task), TASK_SCHEMAS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{path}: key 'task' is {short_repr(task)}, expected one of {sorted(TASK_SCHEMAS)}{hint}")
+        raise ConfigError(f"{source}: key 'task' is {short_repr(task)}, expected one of {sorted(TASK_SCHEMAS)}{hint}")
     schema = task_schema(task)
-    return _Resolver(str(path), schema, check_paths).section(raw, schema, prefix="")
+    return _Resolver(source, schema, check_paths).section(raw, schema, prefix="")
 
 
 def resolve_section(raw: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -519,3 +524,70 @@ def _all_keys(schema: dict, prefix: str = "") -> Iterable[str]:
         yield prefix + key
         if isinstance(spec, dict):
             yield from _all_keys(spec, prefix + key + ".")
+
+
+def reference() -> str:
+    """The configuration reference in Markdown: every key, its type, default and allowed values, the keys all
+    tasks share first, then each task's own. `python -m utils.config --reference` prints it (README's copy)."""
+    rows = {task: dict(_reference_rows(task_schema(task))) for task in TASK_SCHEMAS}
+    first, *others = rows.values()
+    shared = {k: v for k, v in first.items() if all(other.get(k) == v for other in others)}
+    parts = ["Keys of every task:\n", _reference_table(shared.items())]
+    for task, task_rows in rows.items():
+        parts += [f"`task: {task}` adds:\n", _reference_table((k, v) for k, v in task_rows.items() if k not in shared)]
+    return "\n".join(parts)
+
+
+def _reference_rows(schema: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, tuple[str, str, str]]]:
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            yield from _reference_rows(spec, prefix + key + ".")
+        elif isinstance(spec, MapOf):
+            keys = f"keys: {', '.join(spec.required)} and any name" if spec.required else "keys: any name"
+            values = _allowed(spec.item)
+            yield prefix + key, (f"mapping of {_type_name(spec.item)}", _shown(spec.default),
+                                 f"{keys}; values {values}" if values else keys)
+        else:
+            yield prefix + key, (_type_name(spec), _shown(spec.default), _allowed(spec))
+
+
+def _type_name(spec: Field) -> str:
+    name = " or ".join(t.__name__ for t in spec.types)
+    if spec.item is not None:
+        name = f"list of {f'{spec.length} ' if spec.length else ''}{spec.item.__name__}"
+    return "path" if spec.path else name
+
+
+def _shown(value: Any) -> str:
+    if value is REQUIRED:
+        return "required"
+    if isinstance(value, str):
+        return value
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _allowed(spec: Field) -> str:
+    words = []
+    if spec.choices is not None:
+        words.append("one of " + ", ".join(map(str, spec.choices)))
+    for bound, sign in ((spec.minimum, ">="), (spec.maximum, "<="), (spec.above, ">"), (spec.below, "<")):
+        if bound is not None:
+            words.append(f"{sign} {bound}")
+    if spec.path:
+        words.append("must exist")
+    return ", ".join(words)
+
+
+def _reference_table(rows: Iterable[tuple[str, tuple[str, str, str]]]) -> str:
+    lines = ["| key | type | default | allowed |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{key}` | {kind} | {default if default == 'required' else f'`{default}`'} | {allowed} |"
+              for key, (kind, default, allowed) in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--reference"]:
+        sys.exit("usage: python -m utils.config --reference   (prints the configuration reference in Markdown)")
+    print(reference(), end="")

@@ -3,7 +3,7 @@ translation BLEU-1..4 (sacrebleu) and ROUGE-L F (rouge-score), and for word clas
 per-word accuracy."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import BLEU
@@ -120,3 +120,29 @@ def score(task: str, refs: Sequence[str], hyps: Sequence[str], metric_tokenize: 
     if task == "S2G":  # the cleanup that made the references, applied to the hypotheses too
         return wer([normalize_gloss(r) for r in refs], [normalize_gloss(h) for h in hyps])
     raise ValueError(f"no metrics for task {task!r}")
+
+
+def word_edits(ref: str, hyp: str) -> dict[str, int]:
+    """One sample's word-level edit operations against its reference, and the reference's word count."""
+    subs, dels, ins = edit_ops(ref.split(), hyp.split())
+    return {"sub": subs, "del": dels, "ins": ins, "ref_words": len(ref.split())}
+
+
+def _translation_edits(ref: str, hyp: str, tokenize: str) -> dict[str, Any]:
+    return word_edits(*(" ".join(_SacreTokenizer(tokenize).tokenize(t)) for t in (ref, hyp)))
+
+
+# Per task: (reference, hypothesis, metric_tokenize) -> what went wrong in one sample, for results.jsonl.
+SAMPLE_ERRORS: dict[str, Callable[[str, str, str], dict[str, Any]]] = {
+    "S2G": lambda ref, hyp, _: word_edits(normalize_gloss(ref), normalize_gloss(hyp)),
+    "lip_sentence": lambda ref, hyp, _: {**word_edits(ref, hyp), "char_edits": sum(edit_ops(ref, hyp)),
+                                         "ref_chars": len(ref)},
+    "G2T": _translation_edits,
+    "S2T": _translation_edits,
+    # a lip_word hypothesis lists the five best words, best first
+    "lip_word": lambda ref, hyp, _: {"correct": hyp.split()[:1] == [ref], "in_top5": ref in hyp.split()},
+}
+
+
+def sample_errors(task: str, ref: str, hyp: str, metric_tokenize: str = "13a") -> dict[str, Any]:
+    return SAMPLE_ERRORS[task](ref, hyp, metric_tokenize)
