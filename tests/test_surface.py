@@ -173,7 +173,7 @@ def test_plots_of_a_real_run_have_the_size_asked_for(undisturbed_run, tmp_path):
 
 
 def test_confusion_counts_the_most_confused_pairs_of_classification_rows(tmp_path):
-    rows = ([{"reference": "ABOUT", "hypothesis": "ABOVE"}] * 3 + [{"reference": "SPEND", "hypothesis": "SPENT"}] * 2
+    rows = ([{"reference": "ABOUT", "hypothesis": "ABOVE ABOUT"}] * 3 + [{"reference": "SPEND", "hypothesis": "SPENT"}] * 2
             + [{"reference": "ABOUT", "hypothesis": "ABOUT"}] * 5 + [{"reference": "WORLD", "hypothesis": "WORDS"}])
     assert plots.confused_pairs(rows, top=2) == [(("ABOUT", "ABOVE"), 3), (("SPEND", "SPENT"), 2)]
     assert png_size(plots.confusion(rows, tmp_path / "confusion.png", top=2)) == (800, int(2.1 * plots.DPI))
@@ -184,4 +184,5 @@ def test_sample_errors_per_task():
         "sub": 0, "del": 1, "ins": 0, "ref_words": 3, "char_edits": 3, "ref_chars": 11}
     assert sample_errors("S2G", "REGEN WIND", "regen SONNE WIND") == {"sub": 0, "del": 0, "ins": 1, "ref_words": 2}
     assert sample_errors("G2T", "es regnet.", "es schneit .") == {"sub": 1, "del": 0, "ins": 0, "ref_words": 3}
-    assert sample_errors("lip_word", "ABOUT", "ABOVE") == {"correct": False}
+    assert sample_errors("lip_word", "ABOUT", "ABOVE ABOUT") == {"correct": False, "in_top5": True}
+    assert sample_errors("lip_word", "ABOUT", "ABOUT ABOVE") == {"correct": True, "in_top5": True}

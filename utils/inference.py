@@ -62,9 +62,8 @@ def load_trained(path: str | os.PathLike, cfg: dict[str, Any] | None = None, opt
     payload = read_trained(path, need_config=cfg is None)
     if cfg is None:
         cfg = checkpoint_config(payload, path, opts)
-    cfg = without_init_weights(cfg)
     vocab = vocabulary_from_state(cfg, payload["vocab"])
-    model = build_model(cfg, vocab)
+    model = build_model(without_init_weights(cfg), vocab)  # the data may still need them (a feature cache's S2G)
     weights, which = evaluation_weights(payload)
     load_state_strict(model, weights, f"checkpoint {path} ({which} weights)")
     model.to(device).eval()

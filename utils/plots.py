@@ -155,15 +155,20 @@ def _token_label(token: str) -> str:
 # ------------------------------------------------------------------------------------------ confusions
 
 def confused_pairs(rows: Sequence[dict[str, Any]], top: int = 20) -> list[tuple[tuple[str, str], int]]:
-    """The most frequent (reference, hypothesis) pairs among the wrong rows of a classification task."""
-    counts = Counter((r["reference"], r["hypothesis"]) for r in rows if r["reference"] != r["hypothesis"])
+    """The most frequent (reference, best word) pairs among the wrong rows of a classification task (a row's
+    hypothesis lists the best words first, as lip_word's top-5 rows do)."""
+    counts = Counter((r["reference"], best) for r in rows if (best := _best(r)) != r["reference"])
     return counts.most_common(top)
+
+
+def _best(row: dict[str, Any]) -> str:
+    return row["hypothesis"].split(" ", 1)[0]
 
 
 def confusion(rows: Sequence[dict[str, Any]], out_path: str | Path, top: int = 20) -> Path:
     """A bar chart of the `top` most confused pairs of classification rows (results.jsonl lines)."""
     pairs = confused_pairs(rows, top)
-    wrong = sum(r["reference"] != r["hypothesis"] for r in rows)
+    wrong = sum(r["reference"] != _best(r) for r in rows)
     fig = Figure(figsize=(8, 1.5 + 0.3 * max(len(pairs), 1)), layout="constrained")
     ax = fig.subplots()
     if pairs:
