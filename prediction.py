@@ -78,8 +78,8 @@ def predict(trained: Trained, out_dir: Path, splits: Sequence[str], dist: DistIn
             log.info("%s: no data.%s given, skipped", split, split)
             continue
         metrics, rows = evaluate(trained.model, build_dataset(cfg, split, vocab=trained.vocab), trained.vocab, cfg, dist)
-        summary = {**metrics, **metric_options(cfg), "params_m": params_m, "checkpoint": str(trained.source), "weights": trained.weights,
-                   "step": trained.step, "testing": cfg["testing"]}
+        summary = {**metrics, **metric_options(cfg), "params_m": params_m, "checkpoint": str(trained.source),
+                   "weights": trained.weights, "step": trained.step, "testing": cfg["testing"]}
         summaries[split] = summary
         if dist.is_main:
             for row in rows:
@@ -89,7 +89,15 @@ def predict(trained: Trained, out_dir: Path, splits: Sequence[str], dist: DistIn
         _print_table(summaries)
         for name, value in metric_options(cfg).items():
             print(f"{name}: {value}", flush=True)  # e.g. the tokenisation BLEU and ROUGE-L were computed with
+        _print_where_to_look(Path(cfg["training"]["model_dir"]), out_dir, summaries)
     return summaries
+
+
+def _print_where_to_look(model_dir: Path, out_dir: Path, summaries: dict[str, dict]) -> None:
+    lines = [f"  {out_dir / split}/summary.json and results.jsonl (one sample a line)" for split in summaries]
+    lines += [f"  learning curve: python -m utils.plots curve --run {model_dir}",
+              f"  TensorBoard: tensorboard --logdir {model_dir / 'tensorboard'}"]
+    print("look at:\n" + "\n".join(lines), flush=True)
 
 
 def _write(split_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
