@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from dataset.loader import seed_of
-from dataset.video import open_video, read_video, resize_frames, sample_indices
+from dataset.video import VideoSource, open_video, read_video, resize_frames, sample_indices
 from dataset.vocab import Vocabulary, grid_characters
-from utils.errors import DataError, UserError, one_line
+from utils.errors import DataError
 
 SILENCE = {"sil", "sp"}
 FRAME_UNITS = 1000  # GRID alignment times count 1000 units per video frame
@@ -129,19 +129,22 @@ def read_user_video(spec: str, input_cfg: dict[str, Any], crop_mouth: str = "aut
     """A video of the user's (an `open_video` spec) as LipNet reads it. Frames that are not a mouth crop already
     (`crop_mouth` 'auto': their aspect ratio is not within 10 % of the input's) go through mouth-ROI preprocessing."""
     source = open_video(spec)
-    frames = source.read(sample_indices(source.num_frames, input_cfg["max_frames"]))
+    indices = sample_indices(source.num_frames, input_cfg["max_frames"])
+    frames = source.read(indices)
     height, width = frames.shape[1:3]
     is_crop = abs((width / height) / (input_cfg["width"] / input_cfg["height"]) - 1) <= 0.1
     if crop_mouth == "yes" or (crop_mouth == "auto" and not is_crop):
-        frames = mouth_crops(frames, f"{source.name} ({width} x {height} pixels)")
+        frames = mouth_crops(source, (input_cfg["height"], input_cfg["width"]))[indices]
     return lip_input(frames, input_cfg)
 
 
-def mouth_crops(frames: np.ndarray, what: str) -> np.ndarray:
-    """The mouth region of each frame, by `dataset.preprocess_lip.mouth_crops` (T x H x W x 3 uint8 RGB in and out)."""
+def mouth_crops(source: VideoSource, size: tuple[int, int]) -> np.ndarray:
+    """Every frame's mouth region at `size` (height, width), T x H x W x 3 uint8 RGB, by `dataset.preprocess_lip`
+    (mediapipe's face mesh, the centre smoothed over time; without mediapipe it says how to install it)."""
+    from dataset.preprocess_lip import CropSpec, MouthFinder, mouth_crops as find_and_crop
+
     try:
-        from dataset.preprocess_lip import mouth_crops as crop
-    except ImportError as err:
-        raise UserError(f"{what} needs mouth-ROI preprocessing, which is not available ({one_line(err)}); "
-                        "give a mouth crop, or --crop_mouth no to read the frames as they are") from None
-    return crop(frames)
+        data, _, _ = find_and_crop(source, MouthFinder(), CropSpec(*size))
+    except DataError as err:  # e.g. no face in any frame
+        raise DataError(f"{source.name}: {err}") from None
+    return data

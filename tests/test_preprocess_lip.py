@@ -9,7 +9,7 @@ import pytest
 
 from dataset.preprocess_lip import CropSpec, crop, fill_gaps, main, preprocess, smooth
 from dataset.synthetic import write_video
-from utils.errors import UserError
+from utils.errors import DataError, UserError
 
 needs_mediapipe = pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None,
                                      reason="mediapipe is not installed: pip install -e '.[lip]'")
@@ -138,3 +138,20 @@ def test_protobuf_users_import_under_the_lip_extras_protobuf():
     model.pieces.add(piece="▁GUTEN", score=-1.0)
     assert import_protobuf().ModelProto.FromString(model.SerializeToString()).pieces[0].piece == "▁GUTEN"
     assert event_pb2.Event(step=3).step == 3
+
+
+@needs_mediapipe
+def test_a_lip_model_reads_a_full_face_video_through_its_mouth_crops(tmp_path):
+    from dataset.grid import read_user_video
+    from dataset.preprocess_lip import MouthFinder, mouth_crops
+    from dataset.video import open_video
+
+    astronaut_video(tmp_path / "face.mp4", 6)
+    input_cfg = {"height": 64, "width": 128, "channel_order": "RGB", "max_frames": 75}
+    video = read_user_video(str(tmp_path / "face.mp4"), input_cfg)  # square frames are not a 64 x 128 crop
+    crops, _, _ = mouth_crops(open_video(str(tmp_path / "face.mp4")), MouthFinder(), CropSpec(64, 128))
+    assert video.shape == (3, 6, 64, 128) and np.array_equal(video.permute(1, 2, 3, 0).numpy(), crops)
+    noise = np.random.default_rng(0).integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
+    write_video(tmp_path / "noise.mp4", noise, "mp4")
+    with pytest.raises(DataError, match=r"noise\.mp4: no face found"):
+        read_user_video(str(tmp_path / "noise.mp4"), input_cfg)

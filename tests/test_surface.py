@@ -1,7 +1,6 @@
 """What a user does with a trained model: prediction.py from the checkpoint alone, --video, export, pictures."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -88,9 +87,7 @@ def test_video_inputs_and_mouth_crops(grid_corpus, tmp_path):
     inp = {"height": 32, "width": 64, "channel_order": "BGR", "max_frames": 75}
     assert read_user_video(str(video), inp).shape == (3, 75, 32, 64)  # already a crop: read as it is
     assert read_user_video(str(face), inp, crop_mouth="no").shape == (3, 3, 32, 64)
-    if importlib.util.find_spec("dataset.preprocess_lip") is None:
-        with pytest.raises(UserError, match=rf"^video {face} \(64 x 48 pixels\) needs mouth-ROI preprocessing"):
-            read_user_video(str(face), inp)
+    # frames that need cropping go through dataset.preprocess_lip: test_preprocess_lip.py, on a real face
 
 
 def test_a_g2t_model_refuses_video_in_one_line(grid_corpus):
