@@ -15,6 +15,7 @@ from dataset.feature_cache import INDEX_FILE, META_FILE
 from extract_feature import extract
 from modelling import build_model
 from test_sign_training import S2G_CONFIG, s2g_opts
+from test_translation import g2t_opts
 from utils.checkpoint import load_checkpoint, save_atomic
 from utils.config import load_config
 from utils.distributed import init_distributed
@@ -32,20 +33,13 @@ def s2g_checkpoint(sign_corpus, tmp_path_factory) -> Path:
 
 
 def s2t_opts(corpus: Path, s2g: Path, cache: Path, model_dir: Path, **extra) -> list[str]:
-    """The demo S2T config on the tiny S2G model of s2g_opts: same crops and frontend, a d_model 16 mBART."""
-    opts = {
-        "data.train": corpus / "sign.train", "data.dev": corpus / "sign.dev", "data.test": corpus / "sign.test",
+    """The demo S2T config on the tiny S2G model of s2g_opts (same crops and frontend) and the tiny mBART of
+    g2t_opts."""
+    return g2t_opts(corpus, model_dir, **{
         "data.video.root": corpus, "data.transform_cfg.img_size": 32, "data.feature_cache": cache,
         "model.RecognitionNetwork.load_ckpt": s2g, "model.RecognitionNetwork.s3d.use_block": 2,
         "model.RecognitionNetwork.visual_head.hidden_size": 16, "model.RecognitionNetwork.visual_head.ff_size": 32,
-        "model.VLMapper.hidden_size": 16, "model.TranslationNetwork.overwrite_cfg.d_model": 16,
-        "model.TranslationNetwork.overwrite_cfg.encoder_ffn_dim": 32,
-        "model.TranslationNetwork.overwrite_cfg.decoder_ffn_dim": 32,
-        "training.model_dir": model_dir, "training.batch_size": 2, "training.total_epoch": 1,
-        "training.log_freq": 1, "training.validation.freq": 1, "testing.cfg.translation.max_length": 12,
-    }
-    opts.update(extra)
-    return [f"{k}={v}" for k, v in opts.items()]
+        "model.VLMapper.hidden_size": 16, **extra})
 
 
 @pytest.fixture(scope="module")
