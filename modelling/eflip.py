@@ -14,7 +14,6 @@ masked in attention and pooling, so in eval mode each sample's output depends on
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modelling.efficientnet import efficientnet_stages, stem_3d_block
+from modelling.visual_head import SinusoidalPositions
 
 # EfLip scale -> (EfficientNetV2 scale, stages kept; None keeps all)
 EFLIP_SCALES: dict[str, tuple[str, int | None]] = {"T": ("S", 4), "S": ("S", None), "B": ("B", None)}
@@ -47,6 +47,7 @@ class EfLip(nn.Module):
         self.head = nn.Conv2d(stage_channels, 2 * hidden, 1, bias=False)  # its output is halved by a GLU
         # A clip's word-boundary indicator (0/1 per frame, mixed by mixup) scales this learned vector.
         self.boundary = nn.Parameter(torch.zeros(hidden)) if word_boundary else None
+        self.positions = SinusoidalPositions(hidden)
         layer = nn.TransformerEncoderLayer(hidden, cfg["transformer"]["heads"], cfg["transformer"]["ff_size"],
                                            cfg["dropout"], batch_first=True)
         self.transformer = nn.TransformerEncoder(layer, cfg["transformer"]["layers"], enable_nested_tensor=False)
@@ -73,7 +74,7 @@ class EfLip(nn.Module):
             if boundary is None:
                 raise ValueError("this EfLip was built with data.word_boundary: the batch needs 'boundary'")
             x = x + boundary[..., None].to(x.dtype) * self.boundary
-        x = x + positional_encoding(time, x.shape[-1], x.device, x.dtype)
+        x = self.positions(x)
         x = self.transformer(x, src_key_padding_mask=padding)
         x = x.transpose(1, 2)  # B x hidden x T
         for block in self.tcn:
@@ -127,13 +128,3 @@ class TemporalBlock(nn.Module):
         out = self.dropout(self.act1(self.norm1(self.conv1(x * keep))))
         out = self.dropout(self.act2(self.norm2(self.conv2(out * keep))))
         return out + self.residual(x)
-
-
-def positional_encoding(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Sinusoidal encoding, length x dim (Vaswani et al.)."""
-    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    frequency = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    encoding = torch.zeros(length, dim, device=device)
-    encoding[:, 0::2] = torch.sin(position * frequency)
-    encoding[:, 1::2] = torch.cos(position * frequency[: dim // 2])
-    return encoding.to(dtype)
