@@ -3,7 +3,8 @@
 Loads `training.model_dir/ckpts/best.ckpt` (or `--ckpt`, a checkpoint file or a folder written by
 `utils.export`, or `--ckpt_name` in that folder; EMA weights when the run kept them), scores every split
 with the decoding settings of `testing.cfg`, and writes `model_dir/<save_subdir>/<split>/summary.json` and
-`results.jsonl` (one sample a line, with its errors). Works under torchrun: each sample is decoded on
+`results.jsonl` (one sample a line, with its errors), with pictures: the learning curve, and per split the CTC
+alignment of its first sample or the most confused words. Works under torchrun: each sample is decoded on
 exactly one rank. `--ckpt FILE` without `--config` uses the config stored in the checkpoint.
 
 `--video PATH` (a video file, a folder of videos or of frames) prints what the model reads in each video
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dataset import build_dataset
+from utils import plots
 from utils.checkpoint import atomic_write
 from utils.cli import base_parser, run_main
 from utils.config import load_config
@@ -72,7 +74,7 @@ def predict(trained: Trained, out_dir: Path, splits: Sequence[str], dist: DistIn
     """Score each split with the trained model; returns {split: summary}."""
     cfg = trained.cfg
     params_m = sum(p.numel() for p in trained.model.parameters()) / 1e6  # reported beside accuracy, as papers do
-    summaries = {}
+    summaries, pictures = {}, []
     for split in splits:
         if cfg["data"].get(split) is None:
             log.info("%s: no data.%s given, skipped", split, split)
@@ -85,18 +87,31 @@ def predict(trained: Trained, out_dir: Path, splits: Sequence[str], dist: DistIn
             for row in rows:
                 row["errors"] = sample_errors(cfg["task"], row["reference"], row["hypothesis"], **metric_options(cfg))
             _write(out_dir / split, summary, rows)
+            pictures += _split_pictures(trained, out_dir / split, split, rows)
     if dist.is_main:
         _print_table(summaries)
         for name, value in metric_options(cfg).items():
             print(f"{name}: {value}", flush=True)  # e.g. the tokenisation BLEU and ROUGE-L were computed with
-        _print_where_to_look(Path(cfg["training"]["model_dir"]), out_dir, summaries)
+        model_dir = Path(cfg["training"]["model_dir"])
+        if any((model_dir / "tensorboard").glob("events.out.tfevents.*")):
+            pictures.insert(0, plots.learning_curve(model_dir, out_dir / "curve.png"))
+        _print_where_to_look(model_dir, out_dir, summaries, pictures)
     return summaries
 
 
-def _print_where_to_look(model_dir: Path, out_dir: Path, summaries: dict[str, dict]) -> None:
+def _split_pictures(trained: Trained, split_dir: Path, split: str, rows: list[dict[str, Any]]) -> list[Path]:
+    """The CTC alignment of the split's first sample, or a word classifier's most confused pairs."""
+    if trained.cfg["task"] in plots.CTC_POSTERIORS and rows:
+        return [plots.alignment(trained, split, rows[0]["name"], split_dir / "alignment.png")]
+    if trained.cfg["task"] == "lip_word":
+        return [plots.confusion(rows, split_dir / "confusion.png")]
+    return []
+
+
+def _print_where_to_look(model_dir: Path, out_dir: Path, summaries: dict[str, dict], pictures: list[Path]) -> None:
     lines = [f"  {out_dir / split}/summary.json and results.jsonl (one sample a line)" for split in summaries]
-    lines += [f"  learning curve: python -m utils.plots curve --run {model_dir}",
-              f"  TensorBoard: tensorboard --logdir {model_dir / 'tensorboard'}"]
+    lines += [f"  picture: {path}" for path in pictures]
+    lines += [f"  TensorBoard: tensorboard --logdir {model_dir / 'tensorboard'}"]
     print("look at:\n" + "\n".join(lines), flush=True)
 
 

@@ -38,6 +38,11 @@ def test_the_checkpoint_alone_evaluates_and_reads_videos_as_evaluation_does(undi
                                                                            capsys):
     best = undisturbed_run / "ckpts" / "best.ckpt"
     prediction.main(["--ckpt", str(best), "--splits", "dev", "--save_subdir", "surface_prediction"])
+    out = undisturbed_run / "surface_prediction"
+    pictures = [out / "curve.png", out / "dev" / "alignment.png"]
+    printed = capsys.readouterr().out
+    assert [f"  picture: {path}" in printed for path in pictures] == [True, True], printed
+    assert all(Image.open(path).size[0] >= 400 for path in pictures)  # drawn, and a PNG that decodes
     rows = results(undisturbed_run / "surface_prediction" / "dev" / "results.jsonl")
     summary = json.loads((undisturbed_run / "surface_prediction" / "dev" / "summary.json").read_text())
     assert summary["weights"] == "ema" and summary["num_samples"] == len(rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -38,6 +39,8 @@ def _save(fig: Figure, path: Path) -> Path:
 def read_scalars(log_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
     """Every scalar of a TensorBoard log folder as {tag: (steps, values)}; events a resumed run purged are dropped."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # not "No path found after <file>" on every read
 
     if not any(log_dir.glob("events.out.tfevents.*")):
         raise UserError(f"{log_dir} holds no TensorBoard event files (events.out.tfevents.*); "
