@@ -1,7 +1,8 @@
-"""Cache the frontend features of a trained Sign2Gloss model for Sign2Text: `python extract_feature.py --config S2T_FILE`.
+"""Cache the features of a trained Sign2Gloss model for Sign2Text: `python extract_feature.py --config S2T_FILE`.
 
-Runs the frontend of `model.RecognitionNetwork.load_ckpt` over the videos of every split and writes
-`data.feature_cache` (layout in dataset/feature_cache.py). Under torchrun each rank takes every
+Runs `model.RecognitionNetwork.load_ckpt` over the videos of every split and writes `data.feature_cache`
+(layout in dataset/feature_cache.py): its frontend's features for `data.input_type: feature`, its frontend
+and VisualHead's outputs (gloss features and logits) for `head_feature`. Under torchrun each rank takes every
 world_size-th sample and writes its own files; samples already cached are skipped, so a stopped run
 continues where it stopped; rank 0 then writes each split's index. Every clip is run alone and as in
 evaluation (centre crop, every frame up to `data.input.max_frames`): a feature never depends on which
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from dataset import sign_dataset_cfg
-from dataset.feature_cache import claim, preprocessing, sample_file, write_index, write_sample
+from dataset.feature_cache import cache_level, claim, provenance, sample_file, write_index, write_sample
 from dataset.sign import SignDataset
 from dataset.sign_translation import recognition_glosses
 from modelling import spatial_augmentation
@@ -57,12 +58,16 @@ def extract(cfg: dict[str, Any], splits: Sequence[str], dtype: str, dist: DistIn
     if not network["load_ckpt"] or not data["feature_cache"]:
         raise ConfigError("extract_feature.py needs model.RecognitionNetwork.load_ckpt (the trained Sign2Gloss "
                           "checkpoint) and data.feature_cache (the folder to write)")
+    level = cache_level(cfg)
     glosses = recognition_glosses(cfg)
     model = RecognitionNetwork({**network, "augmentation": spatial_augmentation(cfg)}, len(glosses))
     model.to(dist.device).eval()
     cache_dir = Path(data["feature_cache"])
-    meta = {"frontend_sha256": weights_fingerprint(model.frontend.state_dict()), "preprocessing": preprocessing(cfg),
-            "dtype": dtype, "feature_size": model.frontend.out_channels, "checkpoint": network["load_ckpt"]}
+    meta = {**provenance(cfg, weights_fingerprint(model.frontend.state_dict()),
+                         weights_fingerprint(model.visual_head.state_dict())),
+            "dtype": dtype, "checkpoint": network["load_ckpt"],
+            "feature_size": model.frontend.out_channels if level == "frontend"
+            else model.visual_head.hidden_size + model.visual_head.num_classes}
     if dist.is_main:
         claim(cache_dir, meta)
     gather_objects(None)  # every rank waits until the cache is claimed (or refused)
@@ -72,7 +77,7 @@ def extract(cfg: dict[str, Any], splits: Sequence[str], dtype: str, dist: DistIn
             log.info("%s: no data.%s given, skipped", split, split)
             continue
         dataset = SignDataset(sign_dataset_cfg(cfg), split, False, cfg["training"]["random_seed"], glosses)
-        _extract_split(model, dataset, cache_dir, split, np.dtype(dtype), dist, data["skip_bad_samples"])
+        _extract_split(model, level == "head", dataset, cache_dir, split, np.dtype(dtype), dist, data["skip_bad_samples"])
         gather_objects(None)  # the index lists what every rank wrote
         if dist.is_main:
             names = [dataset.name(i) for i in range(len(dataset))]
@@ -84,8 +89,8 @@ def extract(cfg: dict[str, Any], splits: Sequence[str], dtype: str, dist: DistIn
 
 
 @torch.no_grad()
-def _extract_split(model: RecognitionNetwork, dataset: SignDataset, cache_dir: Path, split: str, dtype: np.dtype,
-                   dist: DistInfo, skip_bad: bool) -> None:
+def _extract_split(model: RecognitionNetwork, through_head: bool, dataset: SignDataset, cache_dir: Path, split: str,
+                   dtype: np.dtype, dist: DistInfo, skip_bad: bool) -> None:
     mine = range(dist.rank, len(dataset), dist.world_size)
     todo = [i for i in mine if not sample_file(cache_dir, split, dataset.name(i)).is_file()]
     started = time.perf_counter()
@@ -102,6 +107,8 @@ def _extract_split(model: RecognitionNetwork, dataset: SignDataset, cache_dir: P
             continue
         lengths = torch.tensor([video.shape[1]], device=dist.device)
         features, out_lengths = model.frontend_features(video[None].to(dist.device), lengths)
+        if through_head:
+            features = model.head_cache_rows(features, out_lengths)
         write_sample(sample_file(cache_dir, split, dataset.name(index)),
                      features[0, : int(out_lengths[0])].cpu().numpy().astype(dtype))
         if done % 100 == 0 or done == len(todo):

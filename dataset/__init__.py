@@ -74,6 +74,7 @@ def _sign_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> torch.Tensor
 VIDEO_READERS: dict[str, Callable[[dict[str, Any], str, str], torch.Tensor]] = {
     "lip_sentence": _lip_sentence_video,
     "S2G": _sign_video,
+    "S2T": _sign_video,
 }
 
 

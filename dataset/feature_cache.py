@@ -1,8 +1,9 @@
-"""Cached frontend features of a trained Sign2Gloss model, for Sign2Text (`extract_feature.py` writes them).
+"""Cached features of a trained Sign2Gloss model, for Sign2Text (`extract_feature.py` writes them).
 
-A cache folder holds
+The level follows `data.input_type`: `feature` caches the frontend's output (T x C), `head_feature` the
+VisualHead's outputs (T x (hidden + glosses): gloss features, then gloss logits). A cache folder holds
 
-    meta.json           what made the features: the frontend weights' SHA-256 and the preprocessing
+    meta.json           what made the features: the level, the SHA-256 of the weights that ran, the preprocessing
     <split>/<key>.npy   one T x C array per sample (float16 or float32), each written atomically
     <split>/index.json  sample name -> file and frame count, written once every sample of the split is there
 
@@ -22,11 +23,12 @@ import numpy as np
 import torch
 
 from utils.checkpoint import atomic_write, load_checkpoint, strip_prefix, weights_fingerprint
-from utils.errors import CheckpointError, DataError
+from utils.errors import CheckpointError, ConfigError, DataError
 
 META_FILE = "meta.json"
 INDEX_FILE = "index.json"
-MATCHED_KEYS = ("frontend_sha256", "preprocessing")  # what must agree between a cache and a run
+MATCHED_KEYS = ("level", "frontend_sha256", "head_sha256", "preprocessing")  # what must agree between a cache and a run
+LEVELS = {"feature": "frontend", "head_feature": "head"}  # data.input_type -> what the cache holds
 
 
 def sample_file(cache_dir: str | os.PathLike, split: str, name: str) -> Path:
@@ -50,24 +52,41 @@ def preprocessing(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def provenance(cfg: dict[str, Any], frontend_sha256: str, head_sha256: str) -> dict[str, Any]:
+    """What a cache made for `cfg` by these weights records, and what a run on it must match."""
+    level = cache_level(cfg)
+    return {"level": level, "frontend_sha256": frontend_sha256, "head_sha256": head_sha256 if level == "head" else None,
+            "preprocessing": preprocessing(cfg)}
+
+
+def cache_level(cfg: dict[str, Any]) -> str:
+    if cfg["data"]["input_type"] not in LEVELS:
+        raise ConfigError(f"data.input_type {cfg['data']['input_type']!r} reads no feature cache; "
+                          f"the ones that do: {', '.join(LEVELS)}")
+    return LEVELS[cfg["data"]["input_type"]]
+
+
 @lru_cache(maxsize=4)
-def s2g_checkpoint(path: str) -> tuple[dict[str, Any], str]:
-    """A trained Sign2Gloss checkpoint's vocabulary state and the SHA-256 of its frontend weights."""
+def s2g_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A trained Sign2Gloss checkpoint's vocabulary state and the SHA-256 of its `frontend` and `visual_head` weights."""
     payload = load_checkpoint(path)
     if not isinstance(payload, dict) or "vocab" not in payload or "model" not in payload:
         raise CheckpointError(f"model.RecognitionNetwork.load_ckpt {path}: expected a Sign2Gloss checkpoint written "
                               "by training.py (with 'model' and 'vocab'), e.g. <model_dir>/ckpts/best.ckpt")
-    frontend = {k.removeprefix("frontend."): v for k, v in strip_prefix(payload["model"]).items()
-                if k.startswith("frontend.")}
-    if not frontend:
-        raise CheckpointError(f"model.RecognitionNetwork.load_ckpt {path}: holds no frontend weights")
-    return payload["vocab"], weights_fingerprint(frontend)
+    state = strip_prefix(payload["model"])
+    fingerprints = {}
+    for part in ("frontend", "visual_head"):
+        weights = {k.removeprefix(part + "."): v for k, v in state.items() if k.startswith(part + ".")}
+        if not weights:
+            raise CheckpointError(f"model.RecognitionNetwork.load_ckpt {path}: holds no {part} weights")
+        fingerprints[part] = weights_fingerprint(weights)
+    return payload["vocab"], fingerprints
 
 
 def expected_meta(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What a cache for this config must record: the frontend of `model.RecognitionNetwork.load_ckpt`."""
-    _, fingerprint = s2g_checkpoint(cfg["model"]["RecognitionNetwork"]["load_ckpt"])
-    return {"frontend_sha256": fingerprint, "preprocessing": preprocessing(cfg)}
+    """What a cache for this config must record: made by `model.RecognitionNetwork.load_ckpt`, at its level."""
+    _, fingerprints = s2g_checkpoint(cfg["model"]["RecognitionNetwork"]["load_ckpt"])
+    return provenance(cfg, fingerprints["frontend"], fingerprints["visual_head"])
 
 
 def claim(cache_dir: Path, meta: dict[str, Any]) -> None:
@@ -136,6 +155,6 @@ def _check_meta(cache_dir: Path, found: dict[str, Any], expected: dict[str, Any]
         if found.get(key) != expected[key]:
             raise DataError(
                 f"data.feature_cache {cache_dir} was made with {key} {found.get(key)}, but {who} has {expected[key]}: "
-                "the features came from other frontend weights or preprocessing. Extract again into a new folder "
-                "(or delete this one)"
+                "the features came from other weights, preprocessing or level (data.input_type). Extract again into "
+                "a new folder (or delete this one)"
             )

@@ -1,4 +1,4 @@
-"""Sign2Text samples: a sign video or its cached frontend features, the gloss targets of the recognition
+"""Sign2Text samples: a sign video or its cached features, the gloss targets of the recognition
 branch (CTC) and the spoken-language text target of the translation branch.
 
 The gloss vocabulary is the Sign2Gloss checkpoint's (`model.RecognitionNetwork.load_ckpt`), so the loaded
@@ -35,7 +35,7 @@ def sign_text_vocab(cfg: dict[str, Any]) -> TranslationVocab:
 
 class SignTextDataset(torch.utils.data.Dataset):
     """Samples: dict(index, name, text (the reference translation), gloss_text, labels (gloss ids),
-    text_labels (target token ids), and video (3 x T x H x W uint8) or features (T x C float32))."""
+    text_labels (target token ids), and video (3 x T x H x W uint8) or cached features (T x C float32))."""
 
     def __init__(self, cfg: dict[str, Any], split: str, train: bool = False, vocab: TranslationVocab | None = None) -> None:
         data = cfg["data"]
@@ -43,10 +43,10 @@ class SignTextDataset(torch.utils.data.Dataset):
         self.signs = SignDataset(sign_dataset_cfg(cfg), split, train, cfg["training"]["random_seed"], self.vocab.glosses)
         self.cache = None
         self.num_frames = self.signs.num_frames  # what training.length_bucketing sorts by
-        if data["input_type"] == "feature":
+        if data["input_type"] != "video":
             if not data["feature_cache"] or not cfg["model"]["RecognitionNetwork"]["load_ckpt"]:
-                raise ConfigError("data.input_type feature needs data.feature_cache and the Sign2Gloss checkpoint that "
-                                  "made it (model.RecognitionNetwork.load_ckpt)")
+                raise ConfigError(f"data.input_type {data['input_type']} needs data.feature_cache and the Sign2Gloss "
+                                  "checkpoint that made it (model.RecognitionNetwork.load_ckpt)")
             self.cache = FeatureCache(data["feature_cache"], split, expected_meta(cfg))
             self.num_frames = [self.cache.frames(name) or 0 for name in map(self.name, range(len(self)))]
 

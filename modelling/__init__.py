@@ -72,7 +72,7 @@ def build_model(cfg: dict[str, Any], vocab: Vocabulary | WordClasses | None = No
         recognition = {**cfg["model"]["RecognitionNetwork"], "augmentation": spatial_augmentation(cfg)}
         with _as_config_error("model.RecognitionNetwork"):
             model = SignTranslationNetwork(cfg["model"], recognition, vocab, cfg["testing"]["cfg"]["translation"],
-                                           feature_input=cfg["data"]["input_type"] == "feature")
+                                           cfg["data"]["input_type"])
         model.recognition.beam_size = cfg["testing"]["cfg"]["recognition"]["beam_size"]
         return model
     raise ValueError(f"no model for task {task!r}")

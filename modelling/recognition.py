@@ -22,33 +22,30 @@ from torch import nn
 from dataset.transforms import CONVENTIONS, augment_batch, augmentation_config, to_model_input
 from modelling.efficientnet import EfficientNetV2Frontend
 from modelling.s3d import S3DFrontend
-from modelling.visual_head import VisualHead
+from modelling.visual_head import VisualHead, gloss_outputs
 from utils.checkpoint import load_checkpoint, load_state_strict, load_weights, strip_prefix
 from utils.ctc import ctc_loss, decode, infeasible_targets
 from utils.errors import ConfigError
 
 
 class RecognitionNetwork(nn.Module):
-    def __init__(self, cfg: dict[str, Any], num_glosses: int, with_frontend: bool = True) -> None:
-        """`with_frontend=False` builds the VisualHead only, for inputs of cached frontend features."""
+    def __init__(self, cfg: dict[str, Any], num_glosses: int) -> None:
         super().__init__()
         if cfg["input_convention"] not in CONVENTIONS:
             raise ConfigError(f"model.RecognitionNetwork.input_convention must be one of {CONVENTIONS}, "
                               f"got {cfg['input_convention']!r}")
         self.input_convention = cfg["input_convention"]
         self.augmentation = augmentation_config(cfg["augmentation"])
-        frontend = build_frontend(cfg, pretrained=with_frontend)
-        self.frontend = frontend if with_frontend else None
+        self.frontend = build_frontend(cfg)
         head = cfg["visual_head"]
         self.visual_head = VisualHead(
-            num_glosses, frontend.out_channels, hidden_size=head["hidden_size"], ff_size=head["ff_size"],
+            num_glosses, self.frontend.out_channels, hidden_size=head["hidden_size"], ff_size=head["ff_size"],
             ff_kernel_sizes=tuple(head["ff_kernelsize"]), dropout=head["dropout"], positional_encoding=head["pe"],
         )
         self.beam_size = 1  # set from testing.cfg.recognition.beam_size by the caller
-        self.min_frames = min_input_frames(frontend)
+        self.min_frames = min_input_frames(self.frontend)
         if cfg["load_ckpt"]:
-            load_weights(self, cfg["load_ckpt"], "model.RecognitionNetwork.load_ckpt",
-                         drop_prefixes=() if with_frontend else ("frontend.",))
+            load_weights(self, cfg["load_ckpt"], "model.RecognitionNetwork.load_ckpt")
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """From `video` (uint8, with `video_lengths`), or from cached `features` (with `feature_lengths`)."""
@@ -66,7 +63,23 @@ class RecognitionNetwork(nn.Module):
 
     def head_outputs(self, features: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
                      label_lengths: torch.Tensor) -> dict[str, Any]:
+        return self._outputs(self.visual_head(features, lengths), lengths, labels, label_lengths)
+
+    def cached_head_outputs(self, cached: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+                            label_lengths: torch.Tensor) -> dict[str, Any]:
+        """The outputs of `head_outputs` from cached rows of `head_cache_rows` (the head is not run)."""
+        gloss_feature, logits = cached.split([self.visual_head.hidden_size, self.visual_head.num_classes], dim=-1)
+        return self._outputs(gloss_outputs(gloss_feature, logits), lengths, labels, label_lengths)
+
+    def head_cache_rows(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """B x T' x (hidden + glosses): the head's gloss features, then its gloss logits, what a head-level
+        feature cache stores per frame."""
         head = self.visual_head(features, lengths)
+        return torch.cat([head["gloss_feature"], head["gloss_logits"]], dim=-1)
+
+    @staticmethod
+    def _outputs(head: dict[str, torch.Tensor], lengths: torch.Tensor, labels: torch.Tensor,
+                 label_lengths: torch.Tensor) -> dict[str, Any]:
         log_probs = head["gloss_log_probabilities"]
         targets = (lengths, labels, label_lengths)
         return {

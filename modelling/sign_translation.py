@@ -1,14 +1,17 @@
 """SignTranslationNetwork of SingleStream-SLT (Sign2Text): RecognitionNetwork -> VL-mapper -> mBART.
 
-The recognition branch runs on videos end to end, or on cached frontend features (then it holds its
-VisualHead only). The VL-mapper turns its output into mBART encoder inputs:
+The recognition branch runs on videos end to end (`data.input_type: video`), on cached frontend features
+(`feature`: the frontend is frozen and only the VisualHead trains) or on cached VisualHead outputs
+(`head_feature`: the whole branch is frozen, the loss is the translation loss alone). The frozen parts stay in
+the model, so its checkpoint alone still reads videos (`prediction.py --video`). The VL-mapper turns the
+branch's output into mBART encoder inputs:
 
     projection  the gloss features (B x T x hidden) through an MLP hidden -> VLMapper.hidden_size -> d_model
     embedding   the gloss probabilities (B x T x glosses) times a gloss-embedding table (glosses x d_model),
                 initialised from the TranslationNetwork's gloss embeddings (a Gloss2Text checkpoint's, or
                 subword means of a pretrained mBART)
 
-The loss is the translation loss plus `recognition_weight` x the CTC loss of the recognition branch.
+The loss is the translation loss plus `recognition_weight` x the CTC loss of the recognition branch (unless frozen).
 """
 from __future__ import annotations
 
@@ -36,10 +39,14 @@ class GlossProbabilityEmbedding(nn.Module):
 
 class SignTranslationNetwork(nn.Module):
     def __init__(self, cfg: dict[str, Any], recognition_cfg: dict[str, Any], vocab: TranslationVocab,
-                 generation: dict[str, Any], feature_input: bool) -> None:
+                 generation: dict[str, Any], input_type: str) -> None:
         super().__init__()
         num_glosses = len(vocab.glosses)
-        self.recognition = RecognitionNetwork(recognition_cfg, num_glosses, with_frontend=not feature_input)
+        self.recognition = RecognitionNetwork(recognition_cfg, num_glosses)
+        self.head_input = input_type == "head_feature"
+        frozen = {"video": None, "feature": self.recognition.frontend, "head_feature": self.recognition}[input_type]
+        if frozen is not None:
+            frozen.requires_grad_(False)
         self.translation = TranslationNetwork(cfg["TranslationNetwork"], vocab, generation)
         mapper = cfg["VLMapper"]
         self.mapper_input = "gloss_features" if mapper["type"] == "projection" else "gloss_probabilities"
@@ -55,17 +62,25 @@ class SignTranslationNetwork(nn.Module):
         self.recognition_weight = cfg["recognition_weight"]
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        recognition = self.recognition(batch)
+        if self.head_input and "features" in batch:
+            recognition = self.recognition.cached_head_outputs(batch["features"], batch["feature_lengths"],
+                                                               batch["labels"], batch["label_lengths"])
+        else:
+            recognition = self.recognition(batch)
         embeddings = self.mapper(recognition[self.mapper_input])
         mask = time_mask(recognition["output_lengths"], embeddings.shape[1]).long()
+        outputs = {**recognition, "encoder_embeddings": embeddings, "encoder_mask": mask}
+        if "text_labels" not in batch:  # a user's video (prediction.py --video): nothing to score
+            return outputs
         translation = self.translation.forward_embeddings(embeddings, mask, batch["text_labels"])
+        loss = translation["loss"]
+        if not self.head_input:  # a frozen recognition branch has nothing to learn from its CTC loss
+            loss = loss + self.recognition_weight * recognition["loss"]
         return {
-            **recognition,
-            "loss": translation["loss"] + self.recognition_weight * recognition["loss"],
+            **outputs,
+            "loss": loss,
             "translation_loss": translation["loss"],
             "recognition_loss": recognition["loss"],
-            "encoder_embeddings": embeddings,
-            "encoder_mask": mask,
         }
 
     @torch.no_grad()

@@ -85,10 +85,22 @@ class VisualHead(nn.Module):
         x = torch.relu(self.bn1(self.fc1(features), mask))
         x = self.dropout(self.positions(x))
         x = self.layer_norm(self.feedforward(x, mask))
-        logits = self.gloss_output_layer(x)
-        return {
-            "gloss_feature": x,
-            "gloss_logits": logits,
-            "gloss_probabilities": logits.softmax(-1),
-            "gloss_log_probabilities": logits.log_softmax(-1),
-        }
+        return gloss_outputs(x, self.gloss_output_layer(x))
+
+    @property
+    def hidden_size(self) -> int:
+        return self.gloss_output_layer.in_features
+
+    @property
+    def num_classes(self) -> int:
+        return self.gloss_output_layer.out_features
+
+
+def gloss_outputs(gloss_feature: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The VisualHead's outputs from its gloss features and gloss logits."""
+    return {
+        "gloss_feature": gloss_feature,
+        "gloss_logits": logits,
+        "gloss_probabilities": logits.softmax(-1),
+        "gloss_log_probabilities": logits.log_softmax(-1),
+    }

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import prediction
 from conftest import ROOT, entry_command, run
 from dataset import build_dataset
 from dataset.feature_cache import INDEX_FILE, META_FILE
@@ -20,6 +21,7 @@ from utils.checkpoint import load_checkpoint, save_atomic
 from utils.config import load_config
 from utils.distributed import init_distributed
 from utils.errors import DataError
+from utils.inference import load_trained, transcribe
 
 S2T_CONFIG = ROOT / "experiments/configs/demo/sign_s2t.yaml"
 
@@ -74,14 +76,23 @@ def test_s2t_trains_on_cached_features_and_predicts_bleu_rouge_and_wer(sign_corp
     model_dir = tmp_path / "s2t"
     opts = s2t_opts(sign_corpus, s2g_checkpoint, feature_cache, model_dir)
     trained = run(entry_command("training.py", opts, config=S2T_CONFIG))
-    # the recognition head is the Sign2Gloss model's, loaded and reported; its frontend stays out
-    assert "model.RecognitionNetwork.load_ckpt: loaded" in trained.stdout and "(without frontend.*)" in trained.stdout
+    # the recognition branch is the Sign2Gloss model's, loaded and reported
+    assert "model.RecognitionNetwork.load_ckpt: loaded" in trained.stdout
     assert "validation at step 3: bleu1" in trained.stdout and " bleu4 " in trained.stdout and " wer " in trained.stdout
     run(entry_command("prediction.py", opts, config=S2T_CONFIG))
     summary = json.loads((model_dir / "prediction" / "test" / "summary.json").read_text())
     assert {"bleu1", "bleu4", "rouge_l", "wer", "del", "ins", "sub"} <= summary.keys()
     row = json.loads((model_dir / "prediction" / "test" / "results.jsonl").read_text())
     assert row["reference"].endswith(" .") and row["gloss_reference"].split() and "gloss_hypothesis" in row
+
+    # the checkpoint alone reads a video (its frozen frontend came along) as evaluation on videos does
+    best = model_dir / "ckpts" / "best.ckpt"
+    on_videos = load_trained(best, opts=["data.input_type=video"])
+    prediction.predict(on_videos, tmp_path / "on_videos", ["test"], init_distributed())
+    row = json.loads((tmp_path / "on_videos" / "test" / "results.jsonl").read_text())
+    spec = build_dataset(on_videos.cfg, "test", vocab=on_videos.vocab).signs.video_spec(0)
+    assert list(transcribe(load_trained(best), spec)) == [
+        (spec, f"{row['hypothesis']}\t(glosses: {row['gloss_hypothesis']})")]
 
 
 def test_a_cache_from_other_frontend_weights_or_other_preprocessing_is_refused(
@@ -91,9 +102,10 @@ def test_a_cache_from_other_frontend_weights_or_other_preprocessing_is_refused(
     other["model"][name] = other["model"][name] + 1e-3
     save_atomic(other, tmp_path / "other.ckpt")
     for change, what in (({"model.RecognitionNetwork.load_ckpt": tmp_path / "other.ckpt"}, "frontend_sha256"),
-                         ({"data.transform_cfg.img_size": 40}, "preprocessing")):
+                         ({"data.transform_cfg.img_size": 40}, "preprocessing"),
+                         ({"data.input_type": "head_feature"}, "level frontend,")):
         cfg = load_config(S2T_CONFIG, s2t_opts(sign_corpus, s2g_checkpoint, feature_cache, tmp_path / "m", **change))
-        with pytest.raises(DataError, match=f"was made with {what} .* other frontend weights or preprocessing"):
+        with pytest.raises(DataError, match=f"was made with {what}.* other weights, preprocessing or level"):
             build_dataset(cfg, "dev")
     refused = run(entry_command("extract_feature.py", s2t_opts(sign_corpus, tmp_path / "other.ckpt", feature_cache,
                                                               tmp_path / "m"), config=S2T_CONFIG), check=False)
@@ -111,8 +123,8 @@ def test_s2t_on_cached_float32_features_equals_s2t_computing_them_from_the_video
     torch.manual_seed(0)
     cached_model = build_model(cached_cfg, cached_set.vocab).eval()
     live_model = build_model(live_cfg, cached_set.vocab).eval()
-    missing, unexpected = live_model.load_state_dict(cached_model.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("recognition.frontend.") for k in missing)
+    live_model.load_state_dict(cached_model.state_dict())
+    assert not any(p.requires_grad for p in cached_model.recognition.frontend.parameters())
     for index in range(len(cached_set)):  # one clip at a time, as extraction runs them
         with torch.no_grad():
             cached = cached_model(cached_set.collate([cached_set[index]]))
@@ -134,3 +146,30 @@ def test_the_embedding_mapper_starts_from_the_translation_gloss_embeddings_and_l
     outputs["loss"].backward()
     assert model.mapper.table.grad is not None and model.mapper.table.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_s2t_on_cached_head_outputs_equals_s2t_running_the_frozen_recognition_branch_on_the_videos(
+        sign_corpus, s2g_checkpoint, tmp_path):
+    opts = s2t_opts(sign_corpus, s2g_checkpoint, tmp_path / "head", tmp_path / "m", **{"data.input_type": "head_feature"})
+    head_cfg = load_config(S2T_CONFIG, opts)
+    extract(head_cfg, ["train"], "float32", init_distributed())
+    meta = json.loads((tmp_path / "head" / META_FILE).read_text())
+    head_set = build_dataset(head_cfg, "train")
+    assert meta["level"] == "head" and len(meta["head_sha256"]) == 64
+    assert meta["feature_size"] == 16 + len(head_set.vocab.glosses)  # gloss features (hidden 16), then gloss logits
+    live_cfg = load_config(S2T_CONFIG, [*opts, "data.input_type=video"])
+    live_set = build_dataset(live_cfg, "train", vocab=head_set.vocab)
+    torch.manual_seed(0)
+    head_model = build_model(head_cfg, head_set.vocab).eval()
+    live_model = build_model(live_cfg, head_set.vocab).eval()
+    live_model.load_state_dict(head_model.state_dict())
+    trainable = {n.split(".")[0] for n, p in head_model.named_parameters() if p.requires_grad}
+    assert trainable == {"mapper", "translation"}
+    for index in range(len(head_set)):
+        with torch.no_grad():
+            batch = head_set.collate([head_set[index]])
+            cached, live = head_model(batch), live_model(live_set.collate([live_set[index]]))
+        torch.testing.assert_close(cached["encoder_embeddings"], live["encoder_embeddings"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(cached["translation_loss"], live["translation_loss"], rtol=1e-5, atol=1e-5)
+        assert cached["loss"] == cached["translation_loss"]  # the frozen branch adds nothing to learn from
+        assert head_model.decode(cached, batch)["gloss"] == live_model.decode(live, batch)["gloss"]

@@ -15,7 +15,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -180,16 +180,12 @@ def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "module.") -
     return state_dict
 
 
-def load_weights(module: torch.nn.Module, path: str | os.PathLike, what: str, drop_prefixes: Sequence[str] = ()) -> None:
-    """Initialise `module` strictly from a weights file: a plain state_dict or one of our checkpoints.
-
-    Tensors under `drop_prefixes` (e.g. a frontend the module was built without) are left out first."""
+def load_weights(module: torch.nn.Module, path: str | os.PathLike, what: str) -> None:
+    """Initialise `module` strictly from a weights file: a plain state_dict or one of our checkpoints."""
     state = load_checkpoint(path)
     state_dict = strip_prefix(state.get("model", state))
-    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(tuple(drop_prefixes))}
     load_state_strict(module, state_dict, f"{what}: {path}")
-    dropped = f" (without {', '.join(p + '*' for p in drop_prefixes)})" if drop_prefixes else ""
-    log.info("%s: loaded %d tensors from %s%s", what, len(state_dict), path, dropped)
+    log.info("%s: loaded %d tensors from %s", what, len(state_dict), path)
 
 
 def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:

@@ -309,7 +309,9 @@ def _sign_translation_schema() -> dict[str, Any]:
     s2g, g2t = TASK_SCHEMAS["S2G"], TASK_SCHEMAS["G2T"]
     data = copy.deepcopy(s2g["data"])
     data["video"]["root"] = Field(None, STR, path=True)  # not read when training on cached features
-    data["input_type"] = Field("feature", STR, choices=("feature", "video"))
+    # feature: cached frontend features (the VisualHead trains); head_feature: cached VisualHead outputs (the
+    # recognition branch is frozen, only the mapper and mBART train); video: end to end
+    data["input_type"] = Field("feature", STR, choices=("feature", "head_feature", "video"))
     data["feature_cache"] = Field(None, STR)  # a folder extract_feature.py writes
     return {
         "data": data,

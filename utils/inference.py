@@ -104,4 +104,11 @@ def transcribe(trained: Trained, path: str | os.PathLike, crop_mouth: str = "aut
         batch = move_to(collate([video_sample(trained.cfg, spec, index, crop_mouth)]), device)
         with torch.no_grad(), autocast(device, trained.cfg["training"]["amp"]):
             outputs = trained.model(batch)
-        yield spec, trained.vocab.decode(trained.model.decode(outputs, batch)[0])
+        yield spec, reading(trained.vocab, trained.model.decode(outputs, batch))
+
+
+def reading(vocab: Any, decoded: list[list[int]] | dict[str, list[list[int]]]) -> str:
+    """The text of the first sample a model's `decode` gave: for Sign2Text the translation, then its glosses."""
+    if isinstance(decoded, dict):
+        return f"{vocab.decode(decoded['text'][0])}\t(glosses: {vocab.glosses.decode(decoded['gloss'][0])})"
+    return vocab.decode(decoded[0])

@@ -12,18 +12,20 @@ from utils.errors import ConfigError
 
 def build_optimizer(model: torch.nn.Module, opt_cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """One param group per learning-rate entry; a parameter takes the entry of its longest matching
-    module prefix (`learning_rate: {default: 1e-3, gru1: 1e-4}`), `default` otherwise."""
+    module prefix (`learning_rate: {default: 1e-3, gru1: 1e-4}`), `default` otherwise. An entry for a
+    frozen module (e.g. Sign2Text's recognition branch on cached head features) has nothing to train."""
     rates = opt_cfg["learning_rate"]
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    groups: dict[str, list[torch.nn.Parameter]] = {key: [] for key in rates}
     params = dict(model.named_parameters())
-    for name in names:
-        groups[_owner(name, rates)].append(params[name])
-    for key, members in groups.items():
-        if key != "default" and not members:
-            modules = sorted({n.split(".")[0] for n in names})
+    groups: dict[str, list[torch.nn.Parameter]] = {key: [] for key in rates}
+    owners = {name: _owner(name, rates) for name in params}
+    for name, param in params.items():
+        if param.requires_grad:
+            groups[owners[name]].append(param)
+    for key in groups:
+        if key != "default" and key not in owners.values():
+            modules = sorted({n.split(".")[0] for n in params})
             raise ConfigError(
-                f"training.optimization.learning_rate.{key}: no trainable parameters under a module "
+                f"training.optimization.learning_rate.{key}: no parameters under a module "
                 f"named '{key}'; modules of this model: {', '.join(modules)}"
             )
     param_groups = [{"params": p, "lr": rates[k], "name": k} for k, p in groups.items() if p]
