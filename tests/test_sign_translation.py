@@ -22,6 +22,7 @@ from utils.config import load_config
 from utils.distributed import init_distributed
 from utils.errors import DataError
 from utils.inference import load_trained, transcribe
+from utils.optim import build_optimizer
 
 S2T_CONFIG = ROOT / "experiments/configs/demo/sign_s2t.yaml"
 
@@ -165,6 +166,9 @@ def test_s2t_on_cached_head_outputs_equals_s2t_running_the_frozen_recognition_br
     live_model.load_state_dict(head_model.state_dict())
     trainable = {n.split(".")[0] for n, p in head_model.named_parameters() if p.requires_grad}
     assert trainable == {"mapper", "translation"}
+    # the demo's learning_rate.recognition names a frozen branch: nothing to train, no error
+    groups = build_optimizer(head_model, head_cfg["training"]["optimization"]).param_groups
+    assert [g["name"] for g in groups] == ["default"]
     for index in range(len(head_set)):
         with torch.no_grad():
             batch = head_set.collate([head_set[index]])
