@@ -7,7 +7,8 @@ with the decoding settings of `testing.cfg`, and writes `model_dir/<save_subdir>
 exactly one rank. `--ckpt FILE` without `--config` uses the config stored in the checkpoint.
 
 `--video PATH` (a video file, a folder of videos or of frames) prints what the model reads in each video
-instead: glosses for sign models, the sentence for lip reading models.
+instead: glosses for sign models, the sentence for lip reading models, and for word models (LRW) the best
+word, then the five best with their probabilities.
 """
 from __future__ import annotations
 

@@ -91,7 +91,8 @@ def test_video_inputs_and_mouth_crops(grid_corpus, tmp_path):
 
 
 def test_a_g2t_model_refuses_video_in_one_line(grid_corpus):
-    with pytest.raises(UserError, match=r"^--video: a G2T model does not read videos; models that do: lip_sentence, S2G"):
+    with pytest.raises(UserError, match=r"^--video: a G2T model does not read videos; "
+                                        r"models that do: lip_sentence, lip_word, S2G"):
         video_sample({"task": "G2T"}, "clip.mp4")
     g2t = Trained({"task": "G2T"}, torch.nn.Linear(1, 1), None, Path("g2t.ckpt"), "model", 0)
     with pytest.raises(UserError, match=r"^--video: a G2T model does not read videos"):
