@@ -90,12 +90,16 @@ def predict(trained: Trained, out_dir: Path, splits: Sequence[str], dist: DistIn
         _print_table(summaries)
         for name, value in metric_options(cfg).items():
             print(f"{name}: {value}", flush=True)  # e.g. the tokenisation BLEU and ROUGE-L were computed with
-        _print_where_to_look(Path(cfg["training"]["model_dir"]), out_dir, summaries)
+        _print_where_to_look(cfg, out_dir, summaries)
     return summaries
 
 
-def _print_where_to_look(model_dir: Path, out_dir: Path, summaries: dict[str, dict]) -> None:
+def _print_where_to_look(cfg: dict[str, Any], out_dir: Path, summaries: dict[str, dict]) -> None:
+    model_dir = Path(cfg["training"]["model_dir"])
     lines = [f"  {out_dir / split}/summary.json and results.jsonl (one sample a line)" for split in summaries]
+    if cfg["task"] == "lip_word":
+        lines += [f"  confusions: python -m utils.plots confusion --results {out_dir / split}/results.jsonl"
+                  for split in summaries]
     lines += [f"  learning curve: python -m utils.plots curve --run {model_dir}",
               f"  TensorBoard: tensorboard --logdir {model_dir / 'tensorboard'}"]
     print("look at:\n" + "\n".join(lines), flush=True)

@@ -174,6 +174,7 @@ def test_two_training_steps_then_prediction_reports_top1_top5_and_parameters(lrw
     assert summary["num_samples"] == 3 and set(summary["per_word"]) == {"ABOUT", "HOUSE", "WORLD"}
     assert summary["top5"] == 100.0  # 3 words: the ranking holds them all
     assert "top1" in result.stdout and "params_m" in result.stdout
+    assert f"python -m utils.plots confusion --results {tmp_path / 'run/prediction/test/results.jsonl'}" in result.stdout
     cfg = load_config(DEMO, opts)
     assert build_dataset(cfg, "test").vocab.words == ("ABOUT", "HOUSE", "WORLD")
 

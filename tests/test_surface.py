@@ -175,6 +175,8 @@ def test_confusion_counts_the_most_confused_pairs_of_classification_rows(tmp_pat
             + [{"reference": "ABOUT", "hypothesis": "ABOUT"}] * 5 + [{"reference": "WORLD", "hypothesis": "WORDS"}])
     assert plots.confused_pairs(rows, top=2) == [(("ABOUT", "ABOVE"), 3), (("SPEND", "SPENT"), 2)]
     assert png_size(plots.confusion(rows, tmp_path / "confusion.png", top=2)) == (800, int(2.1 * plots.DPI))
+    assert plots.confused_pairs(rows[5:10]) == []  # all right: the picture says so rather than plotting nothing
+    assert png_size(plots.confusion(rows[5:10], tmp_path / "none.png", source="results.jsonl")) == (800, int(1.8 * plots.DPI))
 
 
 def test_sample_errors_per_task():
