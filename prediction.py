@@ -8,7 +8,8 @@ alignment of its first sample or the most confused words. Works under torchrun: 
 exactly one rank. `--ckpt FILE` without `--config` uses the config stored in the checkpoint.
 
 `--video PATH` (a video file, a folder of videos or of frames) prints what the model reads in each video
-instead: glosses for sign models, the sentence for lip reading models.
+instead: glosses for sign models, the sentence for lip reading models, and for word models (LRW) the best
+word, then the five best with their probabilities.
 """
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def _split_pictures(trained: Trained, split_dir: Path, split: str, rows: list[di
     if trained.cfg["task"] in plots.CTC_POSTERIORS and rows:
         return [plots.alignment(trained, split, rows[0]["name"], split_dir / "alignment.png")]
     if trained.cfg["task"] == "lip_word":
-        return [plots.confusion(rows, split_dir / "confusion.png")]
+        return [plots.confusion(rows, split_dir / "confusion.png", source=str(split_dir / "results.jsonl"))]
     return []
 
 

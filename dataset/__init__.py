@@ -58,21 +58,29 @@ def sign_dataset_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _lip_sentence_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> torch.Tensor:
+def _lip_sentence_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> dict[str, torch.Tensor]:
     from dataset.grid import read_user_video
 
-    return read_user_video(spec, cfg["data"]["input"], crop_mouth)
+    return {"video": read_user_video(spec, cfg["data"]["input"], crop_mouth)}
 
 
-def _sign_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> torch.Tensor:
+def _lip_word_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> dict[str, torch.Tensor]:
+    from dataset.lrw import read_user_video
+
+    return read_user_video(spec, cfg, crop_mouth)
+
+
+def _sign_video(cfg: dict[str, Any], spec: str, crop_mouth: str) -> dict[str, torch.Tensor]:
     from dataset.sign import read_eval_clip
 
-    return read_eval_clip(spec, sign_dataset_cfg(cfg))
+    return {"video": read_eval_clip(spec, sign_dataset_cfg(cfg))}
 
 
-# Tasks whose models read videos: (cfg, video spec, crop_mouth) -> the video tensor their dataset gives.
-VIDEO_READERS: dict[str, Callable[[dict[str, Any], str, str], torch.Tensor]] = {
+# Tasks whose models read videos: (cfg, video spec, crop_mouth) -> the inputs their dataset's sample gives
+# (`video`, and LRW's `boundary` where the model takes one).
+VIDEO_READERS: dict[str, Callable[[dict[str, Any], str, str], dict[str, torch.Tensor]]] = {
     "lip_sentence": _lip_sentence_video,
+    "lip_word": _lip_word_video,
     "S2G": _sign_video,
     "S2T": _sign_video,
 }
@@ -87,10 +95,10 @@ def video_sample(cfg: dict[str, Any], spec: str, index: int = 0, crop_mouth: str
     """A video of the user's (`dataset.video.open_video` spec) as a sample of the task's dataset, without a target.
 
     `crop_mouth` (lip reading): 'auto' crops the mouth region unless the frames already have the model input's
-    aspect ratio, 'yes' always, 'no' never.
+    aspect ratio (square for word models), 'yes' always, 'no' never.
     """
     require_video_task(cfg["task"])
-    return {"index": index, "name": spec, "video": VIDEO_READERS[cfg["task"]](cfg, spec, crop_mouth), "text": "",
+    return {"index": index, "name": spec, **VIDEO_READERS[cfg["task"]](cfg, spec, crop_mouth), "text": "",
             "labels": torch.zeros(0, dtype=torch.long)}
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dataset.loader import seed_of
-from dataset.video import VideoSource, open_video, read_video, resize_frames, sample_indices
+from dataset.video import read_video, resize_frames
 from dataset.vocab import Vocabulary, grid_characters
 from utils.errors import DataError
 
@@ -126,25 +126,9 @@ def lip_input(frames: np.ndarray, input_cfg: dict[str, Any]) -> torch.Tensor:
 
 
 def read_user_video(spec: str, input_cfg: dict[str, Any], crop_mouth: str = "auto") -> torch.Tensor:
-    """A video of the user's (an `open_video` spec) as LipNet reads it. Frames that are not a mouth crop already
-    (`crop_mouth` 'auto': their aspect ratio is not within 10 % of the input's) go through mouth-ROI preprocessing."""
-    source = open_video(spec)
-    indices = sample_indices(source.num_frames, input_cfg["max_frames"])
-    frames = source.read(indices)
-    height, width = frames.shape[1:3]
-    is_crop = abs((width / height) / (input_cfg["width"] / input_cfg["height"]) - 1) <= 0.1
-    if crop_mouth == "yes" or (crop_mouth == "auto" and not is_crop):
-        frames = mouth_crops(source, (input_cfg["height"], input_cfg["width"]))[indices]
-    return lip_input(frames, input_cfg)
+    """A video of the user's (an `open_video` spec) as LipNet reads it, mouth-cropped first where it needs it
+    (`dataset.preprocess_lip.read_user_frames`)."""
+    from dataset.preprocess_lip import read_user_frames
 
-
-def mouth_crops(source: VideoSource, size: tuple[int, int]) -> np.ndarray:
-    """Every frame's mouth region at `size` (height, width), T x H x W x 3 uint8 RGB, by `dataset.preprocess_lip`
-    (mediapipe's face mesh, the centre smoothed over time; without mediapipe it says how to install it)."""
-    from dataset.preprocess_lip import CropSpec, MouthFinder, mouth_crops as find_and_crop
-
-    try:
-        data, _, _ = find_and_crop(source, MouthFinder(), CropSpec(*size))
-    except DataError as err:  # e.g. no face in any frame
-        raise DataError(f"{source.name}: {err}") from None
-    return data
+    size = (input_cfg["height"], input_cfg["width"])
+    return lip_input(read_user_frames(spec, size, input_cfg["max_frames"], crop_mouth)[0], input_cfg)

@@ -111,13 +111,16 @@ class ReportingDataset(torch.utils.data.Dataset):
 
 
 def collate(samples: list[dict[str, Any] | str]) -> dict[str, Any]:
-    """Pad videos along time to the longest in the batch; CTC targets concatenated with lengths.
+    """Pad videos along time to the longest in the batch; CTC targets concatenated with lengths; per-frame
+    `boundary` values (LRW's word boundary) padded like the videos.
 
     Unreadable samples are left out and their messages listed under `bad`.
     """
     good, batch = start_batch(samples)
     if good:
         batch.update(pad_videos(good), **ctc_targets(good))
+        if "boundary" in good[0]:
+            batch["boundary"] = torch.nn.utils.rnn.pad_sequence([s["boundary"] for s in good], batch_first=True)
     return batch
 
 

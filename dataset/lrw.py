@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataset.loader import collate, seed_of
+from dataset.loader import seed_of
 from dataset.video import read_video, resize_frames, sample_indices
 from dataset.vocab import WordClasses
 from utils.errors import ConfigError, DataError, one_line
@@ -128,18 +128,7 @@ class LrwDataset(torch.utils.data.Dataset):
             frames = frames[sample_indices(len(frames), inp["max_frames"])]
         else:
             frames = read_video(path, max_frames=inp["max_frames"])
-        if inp["roi"] is not None:
-            top, left, height, width = inp["roi"]
-            if top + height > frames.shape[1] or left + width > frames.shape[2]:
-                raise DataError(f"{path}: frames are {frames.shape[1]} x {frames.shape[2]}, smaller than "
-                                f"data.input.roi {inp['roi']}")
-            frames = frames[:, top: top + height, left: left + width]
-        if self.in_channels == 1 and frames.shape[-1] == 3:
-            frames = np.round(frames.astype(np.float32) @ _GREY).astype(np.uint8)[..., None]
-        size = inp["frame_size"]
-        if frames.shape[1:3] == (size, size):
-            return frames
-        return resize_frames(np.ascontiguousarray(frames), (size, size))
+        return square_frames(frames, inp, self.in_channels, path)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         frames = self.frames(index)
@@ -148,9 +137,9 @@ class LrwDataset(torch.utils.data.Dataset):
         aug = self.cfg["augmentation"]
         if self.train:
             top, left = rng.randint(0, height - crop), rng.randint(0, width - crop)
+            frames = frames[:, top: top + crop, left: left + crop]
         else:
-            top, left = (height - crop) // 2, (width - crop) // 2
-        frames = frames[:, top: top + crop, left: left + crop]
+            frames = centre_crop(frames, crop)
         if self.train and rng.random() < aug["horizontal_flip"]:
             frames = frames[:, :, ::-1]
         if self.train and aug["time_mask"]:
@@ -162,7 +151,7 @@ class LrwDataset(torch.utils.data.Dataset):
         sample = {
             "index": index,
             "name": self.name(index),
-            "video": torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2),  # C x T x H x W
+            "video": channels_first(frames),
             "text": word,
             "labels": torch.tensor([self.vocab.encode(word, where=str(self.files[index]))]),
         }
@@ -172,10 +161,52 @@ class LrwDataset(torch.utils.data.Dataset):
                                                                 len(frames)))
         return sample
 
-    def collate(self, samples: list[dict[str, Any] | str]) -> dict[str, Any]:
-        """The video collate, plus the boundaries padded to the longest clip."""
-        batch = collate(samples)
-        good = [s for s in samples if not isinstance(s, str)]
-        if good and "boundary" in good[0]:
-            batch["boundary"] = torch.nn.utils.rnn.pad_sequence([s["boundary"] for s in good], batch_first=True)
-        return batch
+
+def square_frames(frames: np.ndarray, input_cfg: dict[str, Any], in_channels: int, where: str | Path,
+                  roi: bool = True) -> np.ndarray:
+    """T x H x W x C uint8 frames as EfLip's datasets give them before cropping: `data.input.roi` cut (unless
+    `roi` is false), grey when `in_channels` is 1, resized to `frame_size` square. T x S x S x in_channels."""
+    if roi and input_cfg["roi"] is not None:
+        top, left, height, width = input_cfg["roi"]
+        if top + height > frames.shape[1] or left + width > frames.shape[2]:
+            raise DataError(f"{where}: frames are {frames.shape[1]} x {frames.shape[2]}, smaller than "
+                            f"data.input.roi {input_cfg['roi']}")
+        frames = frames[:, top: top + height, left: left + width]
+    if in_channels == 1 and frames.shape[-1] == 3:
+        frames = np.round(frames.astype(np.float32) @ _GREY).astype(np.uint8)[..., None]
+    size = input_cfg["frame_size"]
+    if frames.shape[1:3] == (size, size):
+        return frames
+    return resize_frames(np.ascontiguousarray(frames), (size, size))
+
+
+def centre_crop(frames: np.ndarray, crop: int) -> np.ndarray:
+    top, left = (frames.shape[1] - crop) // 2, (frames.shape[2] - crop) // 2
+    return frames[:, top: top + crop, left: left + crop]
+
+
+def channels_first(frames: np.ndarray) -> torch.Tensor:
+    """T x H x W x C frames as the C x T x H x W tensor a sample holds."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)
+
+
+def read_user_video(spec: str, cfg: dict[str, Any], crop_mouth: str = "auto") -> dict[str, torch.Tensor]:
+    """A video of the user's (an `open_video` spec) as evaluation reads an LRW clip: `video`, and `boundary` when
+    the model takes one. Frames that are not a mouth crop already go through mouth-ROI preprocessing first
+    (`dataset.preprocess_lip.read_user_frames`), which then stands in for `data.input.roi`.
+
+    The boundary comes from an LRW `.txt` beside the video, as evaluation reads it; without one the whole clip
+    is taken to be the word (a user's clip of one word holds nothing else)."""
+    from dataset.preprocess_lip import read_user_frames
+
+    inp, size = cfg["data"]["input"], cfg["data"]["input"]["frame_size"]
+    frames, cropped = read_user_frames(spec, (size, size), inp["max_frames"], crop_mouth)
+    frames = centre_crop(square_frames(frames, inp, cfg["model"]["EfLip"]["in_channels"], spec, roi=not cropped),
+                         inp["crop_size"])
+    sample = {"video": channels_first(frames)}
+    if cfg["data"]["word_boundary"]:
+        metadata = Path(spec).with_suffix(".txt")
+        boundary = (word_boundary(read_duration(metadata), len(frames)) if metadata.is_file()
+                    else np.ones(len(frames), dtype=np.float32))
+        sample["boundary"] = torch.from_numpy(boundary)
+    return sample

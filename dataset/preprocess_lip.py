@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from dataset.video import VideoSource, open_video, resize_frames
+from dataset.video import VideoSource, open_video, resize_frames, sample_indices
 from utils.checkpoint import atomic_write
 from utils.errors import DataError, UserError, one_line
 
@@ -153,6 +153,26 @@ def mouth_crops(source: VideoSource, finder: MouthFinder, spec: CropSpec) -> tup
         crops = resize_frames(crop(frames, centers[start:start + len(frames)], box), (spec.height, spec.width))
         data.append((crops.astype(np.float32) @ LUMA).round().astype(np.uint8) if spec.gray else crops)
     return np.concatenate(data), centers.astype(np.float32), missing
+
+
+def read_user_frames(spec: str, size: tuple[int, int], max_frames: int | None,
+                     crop_mouth: str = "auto") -> tuple[np.ndarray, bool]:
+    """A user's video (an `open_video` spec) for a lip reading model whose input is `size` (height, width): its
+    frames, `max_frames` spread evenly as the datasets read theirs, T x H x W x 3 uint8 RGB, and whether they
+    were cropped here. Frames that are not a mouth crop already (`crop_mouth` 'auto': their aspect ratio is not
+    within 10 % of `size`'s; 'yes' always; 'no' never) become their mouth region at `size`, by `mouth_crops`."""
+    source = open_video(spec)
+    indices = sample_indices(source.num_frames, max_frames)
+    frames = source.read(indices)
+    height, width = frames.shape[1:3]
+    is_crop = abs((width / height) / (size[1] / size[0]) - 1) <= 0.1
+    if crop_mouth == "no" or (crop_mouth == "auto" and is_crop):
+        return frames, False
+    try:
+        data, _, _ = mouth_crops(source, MouthFinder(), CropSpec(*size))
+    except DataError as err:  # e.g. no face in any frame
+        raise DataError(f"{source.name}: {err}") from None
+    return data[indices], True
 
 
 _finder: MouthFinder | None = None  # one face mesh per process, made on its first video

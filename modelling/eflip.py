@@ -90,6 +90,8 @@ class EfLip(nn.Module):
         boundary = batch.get("boundary")
         if not (self.training and self.mixup_alpha > 0):
             logits = self.logits(video, lengths, boundary)
+            if not len(labels):  # a user's video (dataset.video_sample): no word to score against
+                return {"logits": logits}
             smoothing = self.label_smoothing if self.training else 0.0
             return {"loss": F.cross_entropy(logits, labels, label_smoothing=smoothing), "logits": logits}
         lam = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())

@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import prediction
 from conftest import ROOT, entry_command, run
-from dataset import build_dataset
+from dataset import build_dataset, video_sample
+from dataset.loader import collate
 from dataset.lrw import LrwDataset, read_duration, read_npz, word_boundary, word_classes
+from modelling import build_model
 from modelling.eflip import EfLip
+from utils.checkpoint import save_atomic
 from utils.config import TASK_SCHEMAS, load_config, resolve_section
 from utils.errors import ConfigError, DataError
+from utils.inference import load_trained
 from utils.metrics import word_accuracy
 
 DEMO = ROOT / "experiments/configs/demo/lrw_eflip.yaml"
@@ -108,7 +114,7 @@ def test_the_word_list_is_the_sorted_folders_and_samples_carry_their_word(lrw_co
     assert sample["text"] == "WORLD" and sample["labels"].tolist() == [2]
     frames = round(read_duration(lrw_corpus / "WORLD/val/WORLD_00001.txt") * 25)
     assert frames > 0 and int(sample["boundary"].sum()) in (frames + 1, frames + 2, frames + 3)
-    batch = dev.collate([dev[0], "sample X: unreadable", sample])
+    batch = collate([dev[0], "sample X: unreadable", sample])
     assert batch["labels"].tolist() == [0, 2] and batch["boundary"].shape == (2, 29) and batch["bad"]
     rgb = LrwDataset(data_cfg(lrw_corpus, input={"frame_size": 48, "crop_size": 40}), "test", False, 0, in_channels=3)
     assert rgb[0]["video"].shape == (3, 29, 40, 40)
@@ -168,5 +174,53 @@ def test_two_training_steps_then_prediction_reports_top1_top5_and_parameters(lrw
     assert summary["num_samples"] == 3 and set(summary["per_word"]) == {"ABOUT", "HOUSE", "WORLD"}
     assert summary["top5"] == 100.0  # 3 words: the ranking holds them all
     assert "top1" in result.stdout and "params_m" in result.stdout
+    assert f"picture: {tmp_path / 'run/prediction/test/confusion.png'}" in result.stdout
+    assert (tmp_path / "run/prediction/test/confusion.png").is_file()
     cfg = load_config(DEMO, opts)
     assert build_dataset(cfg, "test").vocab.words == ("ABOUT", "HOUSE", "WORLD")
+
+
+def test_video_reads_an_lrw_clip_as_evaluation_does_and_prints_the_ranked_words(lrw_corpus, tmp_path, capsys):
+    opts = [f"data.root={lrw_corpus}", f"training.model_dir={tmp_path / 'run'}", "data.input.frame_size=20",
+            "data.input.crop_size=16", "data.word_boundary=true", "model.EfLip.hidden_size=16",
+            "model.EfLip.transformer.heads=2", "model.EfLip.tcn.hidden_size=8", "model.EfLip.tcn.layers=2",
+            "training.num_workers=0"]
+    cfg = load_config(DEMO, opts)
+    vocab = build_dataset(cfg, "train").vocab
+    torch.manual_seed(0)
+    model = build_model(cfg, vocab)
+    torch.nn.init.normal_(model.boundary)  # zero at initialisation: the boundary input would not matter
+    save_atomic({"model": model.state_dict(), "vocab": vocab.to_state(), "config": cfg}, tmp_path / "eflip.ckpt")
+    trained = load_trained(tmp_path / "eflip.ckpt")
+    prediction.predict(trained, tmp_path / "out", ["test"], prediction.init_distributed())
+    hypotheses = {json.loads(line)["name"]: json.loads(line)["hypothesis"]
+                  for line in (tmp_path / "out/test/results.jsonl").read_text().splitlines()}
+    test = build_dataset(trained.cfg, "test", vocab=trained.vocab)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    expected = {}
+    for index in range(len(test)):
+        mp4 = test.files[index]
+        shutil.copy(mp4, clips / mp4.name)
+        shutil.copy(mp4.with_suffix(".txt"), clips / mp4.with_suffix(".txt").name)
+        sample = video_sample(trained.cfg, str(clips / mp4.name))
+        assert torch.equal(sample["video"], test[index]["video"])
+        assert torch.equal(sample["boundary"], test[index]["boundary"])
+        with torch.no_grad():
+            probabilities = trained.model(collate([test[index]]))["logits"][0].softmax(-1)
+        ranked = hypotheses[test.name(index)].split()
+        expected[str(clips / mp4.name)] = ranked, [float(probabilities[vocab.encode(w)]) for w in ranked]
+    capsys.readouterr()
+    prediction.main(["--ckpt", str(tmp_path / "eflip.ckpt"), "--video", str(clips)])
+    printed = {}
+    for line in capsys.readouterr().out.strip().splitlines():
+        path, best, top = line.split("\t")
+        pairs = [pair.split() for pair in top.removeprefix("(top 3: ").removesuffix(")").split(", ")]
+        printed[path] = (best, [w for w, _ in pairs], [float(p) for _, p in pairs])
+    assert printed.keys() == expected.keys()
+    for path, (best, words, probabilities) in printed.items():
+        assert best == words[0] and words == expected[path][0]
+        assert probabilities == pytest.approx(expected[path][1], abs=5e-4)  # printed with 3 decimals
+
+    (clips / "ABOUT_00001.txt").unlink()  # a user's clip without LRW's metadata: the whole clip is the word
+    assert video_sample(trained.cfg, str(clips / "ABOUT_00001.mp4"))["boundary"].tolist() == [1.0] * 29

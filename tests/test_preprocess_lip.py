@@ -143,6 +143,7 @@ def test_protobuf_users_import_under_the_lip_extras_protobuf():
 @needs_mediapipe
 def test_a_lip_model_reads_a_full_face_video_through_its_mouth_crops(tmp_path):
     from dataset.grid import read_user_video
+    from dataset.lrw import read_user_video as read_word_video
     from dataset.preprocess_lip import MouthFinder, mouth_crops
     from dataset.video import open_video
 
@@ -151,6 +152,13 @@ def test_a_lip_model_reads_a_full_face_video_through_its_mouth_crops(tmp_path):
     video = read_user_video(str(tmp_path / "face.mp4"), input_cfg)  # square frames are not a 64 x 128 crop
     crops, _, _ = mouth_crops(open_video(str(tmp_path / "face.mp4")), MouthFinder(), CropSpec(64, 128))
     assert video.shape == (3, 6, 64, 128) and np.array_equal(video.permute(1, 2, 3, 0).numpy(), crops)
+    # A word model's square input: the square frames pass for a crop unless cropping is asked for. The roi, larger
+    # than the frames, would be an error if the mouth crops did not stand in for it.
+    word_cfg = {"data": {"input": {"frame_size": 24, "crop_size": 20, "max_frames": 29, "roi": [0, 0, 600, 600]},
+                         "word_boundary": False}, "model": {"EfLip": {"in_channels": 1}}}
+    word = read_word_video(str(tmp_path / "face.mp4"), word_cfg, crop_mouth="yes")["video"]
+    grey, _, _ = mouth_crops(open_video(str(tmp_path / "face.mp4")), MouthFinder(), CropSpec(24, 24, gray=True))
+    assert word.shape == (1, 6, 20, 20) and np.array_equal(word[0].numpy(), grey[:, 2:22, 2:22])
     noise = np.random.default_rng(0).integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
     write_video(tmp_path / "noise.mp4", noise, "mp4")
     with pytest.raises(DataError, match=r"noise\.mp4: no face found"):

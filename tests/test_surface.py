@@ -31,7 +31,7 @@ def results(path: Path) -> dict[str, dict]:
 
 def printed_readings(capsys) -> dict[str, str]:
     lines = capsys.readouterr().out.strip().splitlines()
-    return dict(line.split("\t") for line in lines)
+    return dict(line.split("\t", 1) for line in lines)
 
 
 def test_the_checkpoint_alone_evaluates_and_reads_videos_as_evaluation_does(undisturbed_run, grid_corpus, tmp_path,
@@ -96,7 +96,8 @@ def test_video_inputs_and_mouth_crops(grid_corpus, tmp_path):
 
 
 def test_a_g2t_model_refuses_video_in_one_line(grid_corpus):
-    with pytest.raises(UserError, match=r"^--video: a G2T model does not read videos; models that do: lip_sentence, S2G"):
+    with pytest.raises(UserError, match=r"^--video: a G2T model does not read videos; "
+                                        r"models that do: lip_sentence, lip_word, S2G"):
         video_sample({"task": "G2T"}, "clip.mp4")
     g2t = Trained({"task": "G2T"}, torch.nn.Linear(1, 1), None, Path("g2t.ckpt"), "model", 0)
     with pytest.raises(UserError, match=r"^--video: a G2T model does not read videos"):
@@ -179,6 +180,8 @@ def test_confusion_counts_the_most_confused_pairs_of_classification_rows(tmp_pat
             + [{"reference": "ABOUT", "hypothesis": "ABOUT"}] * 5 + [{"reference": "WORLD", "hypothesis": "WORDS"}])
     assert plots.confused_pairs(rows, top=2) == [(("ABOUT", "ABOVE"), 3), (("SPEND", "SPENT"), 2)]
     assert png_size(plots.confusion(rows, tmp_path / "confusion.png", top=2)) == (800, int(2.1 * plots.DPI))
+    assert plots.confused_pairs(rows[5:10]) == []  # all right: the picture says so rather than plotting nothing
+    assert png_size(plots.confusion(rows[5:10], tmp_path / "none.png", source="results.jsonl")) == (800, int(1.8 * plots.DPI))
 
 
 def test_sample_errors_per_task():

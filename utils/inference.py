@@ -14,6 +14,7 @@ import torch
 from dataset import require_video_task, video_sample, vocabulary_from_state
 from dataset.loader import collate
 from dataset.video import IMAGE_SUFFIXES, natural_key
+from dataset.vocab import WordClasses
 from modelling import build_model
 from utils.checkpoint import evaluation_weights, load_checkpoint, load_state_strict
 from utils.config import resolve_config
@@ -97,14 +98,18 @@ def video_inputs(path: str | os.PathLike) -> list[str]:
 
 def transcribe(trained: Trained, path: str | os.PathLike, crop_mouth: str = "auto") -> Iterator[tuple[str, str]]:
     """(video, the model's output text) for each video `path` names (see `video_inputs`), as each is read, one
-    video at a time (so no padding changes a result)."""
+    video at a time (so no padding changes a result). A word model's text is `ranked_words`."""
     require_video_task(trained.cfg["task"])
     device = next(trained.model.parameters()).device
     for index, spec in enumerate(video_inputs(path)):
         batch = move_to(collate([video_sample(trained.cfg, spec, index, crop_mouth)]), device)
         with torch.no_grad(), autocast(device, trained.cfg["training"]["amp"]):
             outputs = trained.model(batch)
-        yield spec, reading(trained.vocab, trained.model.decode(outputs, batch))
+        decoded = trained.model.decode(outputs, batch)
+        if trained.cfg["task"] == "lip_word":
+            yield spec, ranked_words(trained.vocab, outputs["logits"][0], decoded[0])
+        else:
+            yield spec, reading(trained.vocab, decoded)
 
 
 def reading(vocab: Any, decoded: list[list[int]] | dict[str, list[list[int]]]) -> str:
@@ -112,3 +117,10 @@ def reading(vocab: Any, decoded: list[list[int]] | dict[str, list[list[int]]]) -
     if isinstance(decoded, dict):
         return f"{vocab.decode(decoded['text'][0])}\t(glosses: {vocab.glosses.decode(decoded['gloss'][0])})"
     return vocab.decode(decoded[0])
+
+
+def ranked_words(vocab: WordClasses, logits: torch.Tensor, ids: Sequence[int]) -> str:
+    """A word model's reading: the best word, then the words `ids` ranks with their probabilities."""
+    probabilities = logits.float().softmax(-1).tolist()
+    ranked = ", ".join(f"{vocab.words[i]} {probabilities[i]:.3f}" for i in ids)
+    return f"{vocab.words[ids[0]]}\t(top {len(ids)}: {ranked})"

@@ -168,23 +168,28 @@ def _best(row: dict[str, Any]) -> str:
     return row["hypothesis"].split(" ", 1)[0]
 
 
-def confusion(rows: Sequence[dict[str, Any]], out_path: str | Path, top: int = 20) -> Path:
-    """A bar chart of the `top` most confused pairs of classification rows (results.jsonl lines)."""
+def confusion(rows: Sequence[dict[str, Any]], out_path: str | Path, top: int = 20, source: str = "") -> Path:
+    """A bar chart of the `top` most confused pairs of classification rows (results.jsonl lines), each bar
+    marked with its share of the reference's samples; `source` (e.g. the results file) heads the title."""
     pairs = confused_pairs(rows, top)
     wrong = sum(r["reference"] != _best(r) for r in rows)
+    per_reference = Counter(r["reference"] for r in rows)
     fig = Figure(figsize=(8, 1.5 + 0.3 * max(len(pairs), 1)), layout="constrained")
     ax = fig.subplots()
     if pairs:
         labels = [f"{ref} → {hyp}" for (ref, hyp), _ in pairs]
-        ax.barh(range(len(pairs)), [n for _, n in pairs], color="tab:orange")
+        bars = ax.barh(range(len(pairs)), [n for _, n in pairs], color="tab:orange")
+        ax.bar_label(bars, [f"{n} of {per_reference[ref]} {ref}" for (ref, _), n in pairs], padding=3)
         ax.set_yticks(range(len(pairs)), labels)
         ax.invert_yaxis()  # the most confused on top
-        ax.set_xlabel("samples (reference → hypothesis)")
+        ax.set_xlabel("samples (reference → best word)")
         ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(right=1.25 * pairs[0][1])  # room for the labels
     else:
         ax.set_axis_off()
-        ax.text(0.5, 0.5, "no confusions", ha="center", va="center")
-    ax.set_title(f"most confused pairs: {wrong} of {len(rows)} samples wrong")
+        ax.text(0.5, 0.5, "no confusions: every sample's best word is its reference", ha="center", va="center")
+    heading = f"{source}\n" if source else ""
+    ax.set_title(f"{heading}most confused pairs: {wrong} of {len(rows)} samples wrong", fontsize="medium")
     return _save(fig, Path(out_path))
 
 
@@ -224,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         path = alignment(load_trained(args.ckpt, cfg, args.opts), args.split, args.sample, args.output)
     else:
         output = args.output or Path(args.results).with_name("confusion.png")
-        path = confusion(read_results(args.results), output, args.top)
+        path = confusion(read_results(args.results), output, args.top, source=args.results)
     print(f"wrote {path}", flush=True)
 
 
