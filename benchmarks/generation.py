@@ -16,10 +16,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import GenerationConfig, MBartConfig, MBartForConditionalGeneration
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import rotated  # noqa: E402
 
 WORDS, GLOSSES, LANG, EOS, PAD = 3000, 1100, 3, 2, 1
 
@@ -60,7 +66,7 @@ def main() -> None:
     ways = [(cache, batch) for cache in (True, False) for batch in args.batch_sizes]
     rates: dict[tuple[bool, int], list[float]] = {way: [] for way in ways}
     for r in range(args.repeats):
-        for cache, batch in ways[r % len(ways):] + ways[: r % len(ways)]:
+        for cache, batch in rotated(ways, r):
             config = GenerationConfig(num_beams=4, max_length=args.length + 1, min_length=args.length + 1,
                                       length_penalty=1.0, early_stopping=True, do_sample=False, use_cache=cache,
                                       decoder_start_token_id=LANG, eos_token_id=EOS, pad_token_id=PAD)
