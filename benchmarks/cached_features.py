@@ -46,7 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import rotated  # noqa: E402
+from benchmarks.common import THREADS_HELP, rotated  # noqa: E402
 from dataset.annotations import load_annotations  # noqa: E402
 from dataset.feature_cache import FeatureCache, claim, sample_file, write_index, write_sample  # noqa: E402
 from dataset.loader import TrainBatchSampler, ctc_targets, make_loader  # noqa: E402
@@ -166,7 +166,7 @@ def train(way: str, root: Path, steps: int, batch: int, workers: int) -> dict[st
 
 def in_child(way: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", way, "--root", str(root), "--steps", str(args.steps),
-               "--batch", str(args.batch), "--workers", str(args.workers)]
+               "--batch", str(args.batch), "--workers", str(args.workers), "--threads", str(args.threads)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{way}: the child process failed:\n{done.stderr}")
@@ -181,12 +181,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP + " (the training process's)")
     parser.add_argument("--annotations", type=Path, default=ROOT / "data/phoenix-2014t/phoenix-2014t.train",
                         help="SLRT annotations whose frame counts and gloss lengths to use, where readable")
     parser.add_argument("--child", choices=("ours", "slrt"), help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        torch.set_num_threads(args.threads)
         print(json.dumps(train(args.child, args.root, args.steps, args.batch, args.workers)))
         return
     if args.quick:
@@ -207,7 +209,8 @@ def main() -> None:
         shutil.rmtree(root)
     source = f"frame counts of {args.annotations.name}" if args.annotations.is_file() else "synthetic frame counts"
     print(f"{args.samples} samples ({source}), {args.steps} steps of batch {args.batch}, {args.workers} workers, "
-          f"{args.repeats} repeats (median), load average {os.getloadavg()[0]:.1f}, files written in {written:.0f} s:")
+          f"{args.threads} torch threads, {args.repeats} repeats (median), load average {os.getloadavg()[0]:.1f}, "
+          f"files written in {written:.0f} s:")
     medians = {way: {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "losses"}
                for way, runs in results.items()}
     names = {"slrt": "SLRT gzip pickle", "ours": "ours, mmap cache"}

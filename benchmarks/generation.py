@@ -25,7 +25,7 @@ from transformers import GenerationConfig, MBartConfig, MBartForConditionalGener
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import rotated  # noqa: E402
+from benchmarks.common import THREADS_HELP, rotated  # noqa: E402
 
 WORDS, GLOSSES, LANG, EOS, PAD = 3000, 1100, 3, 2, 1
 
@@ -56,7 +56,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--length", type=int, default=30, help="tokens per generated sentence")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.sentences, args.repeats, args.length, args.batch_sizes = 8, 1, 20, [1, 8]
     torch.manual_seed(0)
