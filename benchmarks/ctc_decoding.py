@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import rotated  # noqa: E402
 from utils.ctc import beam_search  # noqa: E402
 
 
@@ -101,7 +102,7 @@ def main() -> None:
     outputs: dict[str, list[list[int]]] = {}
     names = list(ways)
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in rotated(names, r):
             rate, outputs[name] = best_per_second(ways[name], count)
             rates[name].append(rate)
     medians = {name: statistics.median(values) for name, values in rates.items()}

@@ -16,10 +16,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import GenerationConfig, MBartConfig, MBartForConditionalGeneration
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import THREADS_HELP, rotated  # noqa: E402
 
 WORDS, GLOSSES, LANG, EOS, PAD = 3000, 1100, 3, 2, 1
 
@@ -50,7 +56,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--length", type=int, default=30, help="tokens per generated sentence")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.sentences, args.repeats, args.length, args.batch_sizes = 8, 1, 20, [1, 8]
     torch.manual_seed(0)
@@ -60,7 +68,7 @@ def main() -> None:
     ways = [(cache, batch) for cache in (True, False) for batch in args.batch_sizes]
     rates: dict[tuple[bool, int], list[float]] = {way: [] for way in ways}
     for r in range(args.repeats):
-        for cache, batch in ways[r % len(ways):] + ways[: r % len(ways)]:
+        for cache, batch in rotated(ways, r):
             config = GenerationConfig(num_beams=4, max_length=args.length + 1, min_length=args.length + 1,
                                       length_penalty=1.0, early_stopping=True, do_sample=False, use_cache=cache,
                                       decoder_start_token_id=LANG, eos_token_id=EOS, pad_token_id=PAD)

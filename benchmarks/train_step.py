@@ -8,9 +8,11 @@ One step is forward + backward + Adam step at a fixed shape, on random inputs an
 - S3D-S2G RecognitionNetwork as the Phoenix-2014T recipe (S3D to Mixed_4f, first block frozen,
   VisualHead 512, 1124 glosses), from random weights: B x 3 x 64 x 112 x 112 clips, 112 x 112 crops
   (--quick: 16 frames, 48 x 48).
-- EfLip-T: measured only once modelling/eflip.py exists.
-Every variant trains its own copy of the same initial weights; each repeat runs one step of every
-variant, in rotating order, after warm-up steps (compilation happens there and is reported apart).
+- EfLip-T as experiments/configs/EfLip/lrw_t.yaml (mixup 0.4, 500 words), from random weights:
+  B x 1 x 29 x 88 x 88 grey mouth crops (--quick: 8 frames, 48 x 48).
+Channels-last puts every Conv3d in channels_last_3d and every Conv2d in channels_last, and the input video
+in channels_last_3d. Every variant trains its own copy of the same initial weights; each repeat runs one step
+of every variant, in rotating order, after warm-up steps (compilation happens there and is reported apart).
 Printed: median seconds per step, the ratio to fp32 eager, and how far the bf16 loss is from fp32's on
 the same first batch.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -29,6 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import THREADS_HELP, rotated  # noqa: E402
+from modelling import spatial_augmentation  # noqa: E402
+from modelling.eflip import EfLip  # noqa: E402
 from modelling.lipnet import LipNet  # noqa: E402
 from modelling.recognition import RecognitionNetwork  # noqa: E402
 from utils.config import load_config  # noqa: E402
@@ -39,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def lipnet(quick: bool, batch: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     frames, height, width = (16, 32, 64) if quick else (75, 64, 128)
     model = LipNet(num_classes=28, input_size=(height, width))
-    return model, video_batch(batch, frames, height, width, classes=28, label_length=frames // 3)
+    return model, {**video_batch(batch, 3, frames, height, width), **ctc_labels(batch, 28, frames // 3)}
 
 
 def s3d_s2g(quick: bool, batch: int) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -47,29 +53,47 @@ def s3d_s2g(quick: bool, batch: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     cfg = load_config(ROOT / "experiments/configs/SingleStream/phoenix-2014t_s2g.yaml", check_paths=False,
                       opts=["model.RecognitionNetwork.s3d.pretrained_ckpt=null", f"data.transform_cfg.img_size={size}"])
     part = cfg["model"]["RecognitionNetwork"]
-    model = RecognitionNetwork({**part, "augmentation": cfg["data"]["transform_cfg"]}, 1124)
-    return model, video_batch(batch, frames, size, size, classes=1124, label_length=frames // 8)
+    model = RecognitionNetwork({**part, "augmentation": spatial_augmentation(cfg)}, 1124)
+    return model, {**video_batch(batch, 3, frames, size, size), **ctc_labels(batch, 1124, frames // 8)}
 
 
-def video_batch(batch: int, frames: int, height: int, width: int, classes: int, label_length: int) -> dict[str, Any]:
-    generator = torch.Generator().manual_seed(0)
-    return {
-        "video": torch.randint(0, 256, (batch, 3, frames, height, width), dtype=torch.uint8, generator=generator),
-        "video_lengths": torch.full((batch,), frames),
-        "labels": torch.randint(1, classes, (batch * label_length,), generator=generator),
-        "label_lengths": torch.full((batch,), label_length),
-    }
+def eflip_t(quick: bool, batch: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    frames, size = (8, 48) if quick else (29, 88)
+    cfg = load_config(ROOT / "experiments/configs/EfLip/lrw_t.yaml", check_paths=False)
+    data = cfg["data"]
+    model = EfLip(cfg["model"]["EfLip"], 500, (data["input"]["mean"], data["input"]["std"]),
+                  mixup_alpha=data["augmentation"]["mixup"])
+    labels = torch.randint(0, 500, (batch,), generator=torch.Generator().manual_seed(1))
+    return model, {**video_batch(batch, 1, frames, size, size), "labels": labels}
 
 
-def variants(model: torch.nn.Module, compile_too: bool) -> dict[str, tuple[torch.nn.Module, Callable]]:
-    """name -> (model copy, context for its forward)."""
+def video_batch(batch: int, channels: int, frames: int, height: int, width: int) -> dict[str, torch.Tensor]:
+    shape = (batch, channels, frames, height, width)
+    return {"video": torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)),
+            "video_lengths": torch.full((batch,), frames)}
+
+
+def ctc_labels(batch: int, classes: int, length: int) -> dict[str, torch.Tensor]:
+    return {"labels": torch.randint(1, classes, (batch * length,), generator=torch.Generator().manual_seed(1)),
+            "label_lengths": torch.full((batch,), length)}
+
+
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            module.to(memory_format=torch.channels_last_3d)
+        elif isinstance(module, torch.nn.Conv2d):
+            module.to(memory_format=torch.channels_last)
+    return model
+
+
+def variants(model: torch.nn.Module, names: list[str]) -> dict[str, tuple[torch.nn.Module, Callable]]:
+    """name -> (model copy, context for its forward), for the named variants (fp32 eager always)."""
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    out = {"fp32 eager": (copy.deepcopy(model), nullcontext),
-           "channels_last_3d": (copy.deepcopy(model).to(memory_format=torch.channels_last_3d), nullcontext),
-           "bf16 autocast": (copy.deepcopy(model), bf16)}
-    if compile_too:
-        out["torch.compile"] = (torch.compile(copy.deepcopy(model)), nullcontext)
-    return out
+    makers = {"channels-last": lambda: (channels_last(copy.deepcopy(model)), nullcontext),
+              "bf16 autocast": lambda: (copy.deepcopy(model), bf16),
+              "torch.compile": lambda: (torch.compile(copy.deepcopy(model)), nullcontext)}
+    return {"fp32 eager": (copy.deepcopy(model), nullcontext)} | {n: makers[n]() for n in names if n in makers}
 
 
 def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, context: Callable, batch: dict[str, Any]) -> float:
@@ -84,34 +108,44 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, context: Call
 
 def measure(name: str, model: torch.nn.Module, batch: dict[str, Any], args: argparse.Namespace) -> None:
     model.train()
-    ways = variants(model, args.compile)
-    if "channels_last_3d" in ways:
-        batch_cl = {**batch, "video": batch["video"].contiguous(memory_format=torch.channels_last_3d)}
+    ways = variants(model, args.variants)
+    inputs = {n: batch for n in ways}
+    if "channels-last" in ways:
+        inputs["channels-last"] = {**batch, "video": batch["video"].contiguous(memory_format=torch.channels_last_3d)}
+    losses = {}
     with torch.no_grad():
-        torch.manual_seed(0)
-        fp32 = float(ways["fp32 eager"][0](batch)["loss"])
-        torch.manual_seed(0)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16 = float(ways["bf16 autocast"][0](batch)["loss"])
-    optimizers = {n: torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-4) for n, (m, _) in ways.items()}
-    inputs = {n: batch_cl if n == "channels_last_3d" else batch for n in ways}
+        for n in ("fp32 eager", "bf16 autocast"):
+            if n in ways:
+                torch.manual_seed(0)
+                with ways[n][1]():
+                    losses[n] = float(ways[n][0](batch)["loss"])
+    optimizers = {n: torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+                  for n, (m, _) in ways.items()}
     warmup: dict[str, float] = {}
     for n, (m, context) in ways.items():
         warmup[n] = sum(step(m, optimizers[n], context, inputs[n]) for _ in range(args.warmup))
     times: dict[str, list[float]] = {n: [] for n in ways}
     names = list(ways)
     for r in range(args.steps):
-        for n in names[r % len(names):] + names[: r % len(names)]:
+        for n in rotated(names, r):
             m, context = ways[n]
             times[n].append(step(m, optimizers[n], context, inputs[n]))
     base = statistics.median(times["fp32 eager"])
     shape = "x".join(map(str, batch["video"].shape))
     print(f"{name}: video {shape}, {args.steps} steps per variant (median), {args.warmup} warm-up, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     for n, values in times.items():
         median = statistics.median(values)
         print(f"  {n:<18} {median:7.3f} s/step  {base / median:5.2f}x fp32 eager speed   (warm-up {warmup[n]:.1f} s)")
-    print(f"  first-batch loss: fp32 {fp32:.5f}, bf16 autocast {bf16:.5f} (relative difference {abs(bf16 - fp32) / abs(fp32):.2e})")
+    if len(losses) == 2:
+        fp32, bf16 = losses.values()
+        print(f"  first-batch loss: fp32 {fp32:.5f}, bf16 autocast {bf16:.5f} "
+              f"(relative difference {abs(bf16 - fp32) / abs(fp32):.2e})")
+    sys.stdout.flush()
+
+
+BUILDERS = {"lipnet": lipnet, "s3d_s2g": s3d_s2g, "eflip_t": eflip_t}
+VARIANTS = ["channels-last", "bf16 autocast", "torch.compile"]
 
 
 def main() -> None:
@@ -120,20 +154,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--models", nargs="+", default=["lipnet", "s3d_s2g", "eflip_t"])
-    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    parser.add_argument("--models", nargs="+", choices=list(BUILDERS), default=list(BUILDERS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS,
+                        help="besides fp32 eager (--quick leaves out torch.compile)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.quick:
-        args.steps, args.warmup, args.compile = 3, 1, False
-    builders = {"lipnet": lipnet, "s3d_s2g": s3d_s2g}
+        args.steps, args.warmup = 3, 1
+        args.variants = [v for v in args.variants if v != "torch.compile"]
     for name in args.models:
-        if name == "eflip_t":
-            if not (ROOT / "modelling/eflip.py").exists():
-                print("eflip_t: skipped, modelling/eflip.py does not exist in this checkout")
-                continue
-            sys.exit("eflip_t: modelling/eflip.py exists now; add its builder to this benchmark")
         torch.manual_seed(0)
-        measure(name, *builders[name](args.quick, args.batch), args)
+        measure(name, *BUILDERS[name](args.quick, args.batch), args)
 
 
 if __name__ == "__main__":
