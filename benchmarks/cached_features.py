@@ -1,6 +1,6 @@
 """Sign2Text training on cached features: our memory-mapped cache against SLRT's gzip pickle in RAM, side by side.
 
-    python benchmarks/cached_features.py --quick          # 300 samples, 20 steps: about a minute on 2 CPU cores
+    python benchmarks/cached_features.py --quick          # 300 samples, 20 steps: under a minute on 2 CPU cores
     python benchmarks/cached_features.py                  # the Phoenix-2014T train split's size, 200 steps
 
 Features as S3D to Mixed_4f gives them (832 channels, `S3DFrontend.output_lengths` steps: a quarter of the
