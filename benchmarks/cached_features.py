@@ -158,10 +158,8 @@ def train(way: str, root: Path, steps: int, batch: int, workers: int) -> dict[st
     workers_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = time.process_time() - cpu + workers_usage.ru_utime + workers_usage.ru_stime
     return {"startup_s": startup, "steps_per_s": len(losses) / elapsed, "wait_ms": 1e3 * waited / len(losses),
-            "cpu_ms": 1e3 * cpu / len(losses),
-            "losses": losses, "imported_rss_kib": imported,
-            "rss_kib": peak_rss_kib(),
-            "worker_rss_kib": workers_usage.ru_maxrss}
+            "cpu_ms": 1e3 * cpu / len(losses), "losses": losses, "imported_rss_kib": imported,
+            "rss_kib": peak_rss_kib(), "worker_rss_kib": workers_usage.ru_maxrss}
 
 
 def in_child(way: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
