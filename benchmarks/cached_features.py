@@ -1,6 +1,6 @@
 """Sign2Text training on cached features: our memory-mapped cache against SLRT's gzip pickle in RAM, side by side.
 
-    python benchmarks/cached_features.py --quick          # 300 samples, 20 steps: about a minute on 2 CPU cores
+    python benchmarks/cached_features.py --quick          # 300 samples, 20 steps: under a minute on 2 CPU cores
     python benchmarks/cached_features.py                  # the Phoenix-2014T train split's size, 200 steps
 
 Features as S3D to Mixed_4f gives them (832 channels, `S3DFrontend.output_lengths` steps: a quarter of the
@@ -158,10 +158,8 @@ def train(way: str, root: Path, steps: int, batch: int, workers: int) -> dict[st
     workers_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = time.process_time() - cpu + workers_usage.ru_utime + workers_usage.ru_stime
     return {"startup_s": startup, "steps_per_s": len(losses) / elapsed, "wait_ms": 1e3 * waited / len(losses),
-            "cpu_ms": 1e3 * cpu / len(losses),
-            "losses": losses, "imported_rss_kib": imported,
-            "rss_kib": peak_rss_kib(),
-            "worker_rss_kib": workers_usage.ru_maxrss}
+            "cpu_ms": 1e3 * cpu / len(losses), "losses": losses, "imported_rss_kib": imported,
+            "rss_kib": peak_rss_kib(), "worker_rss_kib": workers_usage.ru_maxrss}
 
 
 def in_child(way: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Training step time on CPU: fp32 eager against channels-last, bf16 autocast and torch.compile, side by side.
 
-    python benchmarks/train_step.py --quick              # under a minute on 2 CPU cores (small shapes, no compile)
-    python benchmarks/train_step.py --steps 5            # the shapes below, with torch.compile
+    python benchmarks/train_step.py --quick              # small shapes, no compile: about 2 minutes on 2 busy CPU
+                                                         # cores, most of it in bf16 autocast (emulated on AVX2)
+    python benchmarks/train_step.py --steps 5            # the shapes below, with torch.compile (minutes per model)
 
 One step is forward + backward + Adam step at a fixed shape, on random inputs and labels:
 - LipNet at its GRID shape: B x 3 x 75 x 64 x 128 uint8 frames, 28 characters (--quick: 16 x 32 x 64).
