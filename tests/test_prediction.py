@@ -39,7 +39,7 @@ def test_prediction_writes_summary_and_results_and_leaves_no_temporary_files(gri
     assert [r["name"] for r in rows] == names
     summary = json.loads((tmp_path / "out/dev/summary.json").read_text())
     assert summary == json.loads(json.dumps(summaries["dev"])) and summary["step"] == 3
-    assert sorted(p.name for p in (tmp_path / "out/dev").iterdir()) == ["results.jsonl", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "out/dev").iterdir()) == ["alignment.png", "results.jsonl", "summary.json"]
 
 
 @pytest.mark.parametrize("checkpoint, expected", [
