@@ -19,9 +19,13 @@ from utils.checkpoint import load_checkpoint
 STEPS = 16  # grid_opts: 32 training samples, global batch 4, 2 epochs
 
 
-def launch(cmd: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+def launch(cmd: list[str], output: Path | None = None) -> subprocess.Popen:
+    """`cmd` in the background; its stdout and stderr go to `output` (to read when it fails) or nowhere."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if output is None:
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    with open(output, "wb") as sink:  # the child keeps its own copy of the file open
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env=env)
 
 
 def log_size(model_dir: Path) -> int:
@@ -93,11 +97,12 @@ def test_one_rank_of_a_torchrun_job_killed_at_a_random_step_restarts_and_ends_bi
     model_dir = tmp_path / "killed"
     cmd = entry_command("training.py", grid_opts(grid_corpus, model_dir, **opts), nproc=2)
     cmd[3:3] = ["--max-restarts", "1", "--monitor-interval", "0.1"]  # after `python -m torch.distributed.run`
-    job = launch(cmd)
+    job = launch(cmd, tmp_path / "torchrun.out")
     wait_for_step(model_dir, step, job, after=0)
     killed_at = log_size(model_dir)
     os.kill(child_with_rank(job.pid, 1), signal.SIGKILL)
     where = f"rank 1 killed at step {step}"
-    assert job.wait(timeout=300) == 0, f"{where}: the restarted job failed"
+    assert job.wait(timeout=300) == 0, (f"{where}: the restarted job failed; torchrun's output ends\n"
+                                        f"{(tmp_path / 'torchrun.out').read_text()[-3000:]}")
     assert "resumed from" in log_since(model_dir, killed_at), f"{where}: the job did not restart and resume"
     assert_same_end(reference, model_dir, where)
