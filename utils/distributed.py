@@ -1,6 +1,7 @@
 """Process-group set-up from torchrun's environment; helpers that also work in a single process."""
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,9 @@ def init_distributed() -> DistInfo:
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
+        # DDP imports torch._dynamo; imported once a group exists, it keeps references to that group
+        # for good, and shutdown could no longer stop the group's threads.
+        importlib.import_module("torch._dynamo")
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None,
                                 **_store_of_this_restart(rank, world_size))
@@ -62,6 +66,12 @@ def _store_of_this_restart(rank: int, world_size: int) -> dict[str, Any]:
 
 
 def shutdown() -> None:
+    """Leave the process group; its gloo/NCCL threads stop here, before the interpreter finalizes.
+
+    They stop only when the group's last reference goes. Were they still running at exit, a gloo
+    thread releasing the tensors of a finished collective would need the GIL during finalization
+    and abort the process ("terminate called without an active exception") after a successful run.
+    """
     if dist.is_initialized():
         dist.destroy_process_group()
 
