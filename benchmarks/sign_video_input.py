@@ -8,7 +8,8 @@ zip of pngs) in a temporary folder. Every way takes the same training frame indi
 (`temporal_indices`, tmin 0.5, tmax 1.5, same seed) and SLRT's Phoenix-2014T S2G augmentation
 (crop area 0.7-1, ratio 0.75-1.3, colour jitter 0.4/0.4/0.4/0.1 on every clip by default: the
 worst case) and ends at the float BGR [-1, 1] input of SLRT's S3D. "ours" is `open_video` + `stack_clips`
-+ `augment_batch` + `to_model_input`; the baseline reads PNGs from the zip with PIL and
++ `augment_batch` + `to_model_input`; "loader stage" is its first half, the part our DataLoader
+workers do (augmentation runs in the model's forward, on the GPU when training has one); the baseline reads PNGs from the zip with PIL and
 augments frame by frame in float as SLRT does; "decord decode only" is the floor. Each repeat
 times every way, alternating the order; the medians and ratios are printed. Torch runs on one
 thread by default, as in a DataLoader worker (on a shared 2-core machine two threads made the
@@ -76,10 +77,15 @@ def write_sources(root: Path, count: int) -> list[dict[str, str]]:
     return sources
 
 
-def ours(spec: str, cfg: dict, generator: torch.Generator) -> torch.Tensor:
+def loader_stage(spec: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """What our DataLoader workers do: decode the training frame indices and batch them as uint8."""
     source = open_video(spec)
-    frames = source.read(temporal_indices(source.num_frames, True, generator=generator))
-    video, lengths = stack_clips([frames])
+    return stack_clips([source.read(temporal_indices(source.num_frames, True, generator=generator))])
+
+
+def ours(spec: str, cfg: dict, generator: torch.Generator) -> torch.Tensor:
+    """The loader stage, then what RecognitionNetwork.forward does on the training device (here the CPU)."""
+    video, lengths = loader_stage(spec, generator)
     return to_model_input(augment_batch(video, lengths, cfg, True, generator), "slrt_bgr")
 
 
@@ -132,6 +138,8 @@ def main() -> None:
         "ours, mp4": ([s["mp4"] for s in sources], lambda spec, g: ours(spec, cfg, g)),
         "ours, png folder": ([s["folder"] for s in sources], lambda spec, g: ours(spec, cfg, g)),
         "ours, zip of png": ([s["zip"] for s in sources], lambda spec, g: ours(spec, cfg, g)),
+        "loader stage, mp4": ([s["mp4"] for s in sources], loader_stage),
+        "loader stage, zip": ([s["zip"] for s in sources], loader_stage),
         "SLRT way, zip of png": ([s["zip"] for s in sources], lambda spec, g: slrt_way(spec, cfg, g, archives)),
     }
     rates: dict[str, list[float]] = {name: [] for name in ways}
