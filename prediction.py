@@ -80,7 +80,8 @@ def predict(trained: Trained, out_dir: Path, splits: Sequence[str], dist: DistIn
         if cfg["data"].get(split) is None:
             log.info("%s: no data.%s given, skipped", split, split)
             continue
-        metrics, rows = evaluate(trained.model, build_dataset(cfg, split, vocab=trained.vocab), trained.vocab, cfg, dist)
+        dataset = build_dataset(cfg, split, vocab=trained.vocab)
+        metrics, rows = evaluate(trained.model, dataset, trained.vocab, cfg, dist)
         summary = {**metrics, **metric_options(cfg), "params_m": params_m, "checkpoint": str(trained.source),
                    "weights": trained.weights, "step": trained.step, "testing": cfg["testing"]}
         summaries[split] = summary
@@ -88,7 +89,7 @@ def predict(trained: Trained, out_dir: Path, splits: Sequence[str], dist: DistIn
             for row in rows:
                 row["errors"] = sample_errors(cfg["task"], row["reference"], row["hypothesis"], **metric_options(cfg))
             _write(out_dir / split, summary, rows)
-            pictures += _split_pictures(trained, out_dir / split, split, rows)
+            pictures += _split_pictures(trained, dataset, out_dir / split, split, rows)
     if dist.is_main:
         _print_table(summaries)
         for name, value in metric_options(cfg).items():
@@ -100,10 +101,11 @@ def predict(trained: Trained, out_dir: Path, splits: Sequence[str], dist: DistIn
     return summaries
 
 
-def _split_pictures(trained: Trained, split_dir: Path, split: str, rows: list[dict[str, Any]]) -> list[Path]:
+def _split_pictures(trained: Trained, dataset: Any, split_dir: Path, split: str, rows: list[dict[str, Any]]
+                    ) -> list[Path]:
     """The CTC alignment of the split's first sample, or a word classifier's most confused pairs."""
     if trained.cfg["task"] in plots.CTC_POSTERIORS and rows:
-        return [plots.alignment(trained, split, rows[0]["name"], split_dir / "alignment.png")]
+        return [plots.alignment(trained, split, rows[0]["name"], split_dir / "alignment.png", dataset)]
     if trained.cfg["task"] == "lip_word":
         return [plots.confusion(rows, split_dir / "confusion.png", source=str(split_dir / "results.jsonl"))]
     return []

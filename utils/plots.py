@@ -101,9 +101,11 @@ CTC_POSTERIORS: dict[str, Callable[[dict[str, Any], dict[str, Any]], tuple[torch
 
 
 @torch.no_grad()
-def alignment(trained: Any, split: str, name: str, out_path: str | Path | None = None) -> Path:
+def alignment(trained: Any, split: str, name: str, out_path: str | Path | None = None,
+              dataset: Any = None) -> Path:
     """Frame-wise posteriors of one sample (`trained`: utils.inference.Trained) of a CTC model, as a heatmap of
-    the blank and the tokens of the reference, the decoding and the best path, with the best path marked."""
+    the blank and the tokens of the reference, the decoding and the best path, with the best path marked.
+    `dataset`: the split's dataset when the caller has already built it."""
     from dataset import build_dataset
     from dataset.loader import collate
     from utils.evaluation import move_to
@@ -111,7 +113,7 @@ def alignment(trained: Any, split: str, name: str, out_path: str | Path | None =
     cfg, model, vocab = trained.cfg, trained.model, trained.vocab
     if cfg["task"] not in CTC_POSTERIORS:
         raise UserError(f"alignment: a {cfg['task']} model has no CTC posteriors; CTC tasks: {', '.join(CTC_POSTERIORS)}")
-    dataset = build_dataset(cfg, split, vocab=vocab)
+    dataset = dataset if dataset is not None else build_dataset(cfg, split, vocab=vocab)
     names = [dataset.name(i) for i in range(len(dataset))]
     if name not in names:
         raise UserError(f"alignment: no sample {name!r} in the {split} split ({cfg['data'][split]}); "
