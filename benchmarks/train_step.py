@@ -12,7 +12,8 @@ One step is forward + backward + Adam step at a fixed shape, on random inputs an
 - EfLip-T as experiments/configs/EfLip/lrw_t.yaml (mixup 0.4, 500 words), from random weights:
   B x 1 x 29 x 88 x 88 grey mouth crops (--quick: 8 frames, 48 x 48).
 Channels-last puts every Conv3d in channels_last_3d and every Conv2d in channels_last, and the input video
-in channels_last_3d. Every variant trains its own copy of the same initial weights; each repeat runs one step
+in channels_last_3d; channels-first puts every convolution and its input in the default layout (EfLip runs its
+per-frame network channels-last by default; this variant measures that choice). Every variant trains its own copy of the same initial weights; each repeat runs one step
 of every variant, in rotating order, after warm-up steps (compilation happens there and is reported apart).
 Printed: median seconds per step, the ratio to fp32 eager, and how far the bf16 loss is from fp32's on
 the same first batch.
@@ -88,10 +89,21 @@ def channels_last(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def channels_first(model: torch.nn.Module) -> torch.nn.Module:
+    """Every convolution in the default layout, its input made contiguous: what a model that chose
+    channels-last (EfLip's per-frame network) is measured against."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            module.to(memory_format=torch.contiguous_format)
+            module.register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))
+    return model
+
+
 def variants(model: torch.nn.Module, names: list[str]) -> dict[str, tuple[torch.nn.Module, Callable]]:
     """name -> (model copy, context for its forward), for the named variants (fp32 eager always)."""
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     makers = {"channels-last": lambda: (channels_last(copy.deepcopy(model)), nullcontext),
+              "channels-first": lambda: (channels_first(copy.deepcopy(model)), nullcontext),
               "bf16 autocast": lambda: (copy.deepcopy(model), bf16),
               "torch.compile": lambda: (torch.compile(copy.deepcopy(model)), nullcontext)}
     return {"fp32 eager": (copy.deepcopy(model), nullcontext)} | {n: makers[n]() for n in names if n in makers}
@@ -146,7 +158,7 @@ def measure(name: str, model: torch.nn.Module, batch: dict[str, Any], args: argp
 
 
 BUILDERS = {"lipnet": lipnet, "s3d_s2g": s3d_s2g, "eflip_t": eflip_t}
-VARIANTS = ["channels-last", "bf16 autocast", "torch.compile"]
+VARIANTS = ["channels-last", "channels-first", "bf16 autocast", "torch.compile"]
 
 
 def main() -> None:

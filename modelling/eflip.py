@@ -59,6 +59,10 @@ class EfLip(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = cfg["bn_momentum"]
+        # The per-frame 2D network runs channels-last: a training step 1.24x as fast on one CPU thread and
+        # 1.07x on two (benchmarks/train_step.py), and the layout GPU convolutions prefer under autocast.
+        self.stages.to(memory_format=torch.channels_last)
+        self.head.to(memory_format=torch.channels_last)
 
     def logits(self, video: torch.Tensor, lengths: torch.Tensor, boundary: torch.Tensor | None = None) -> torch.Tensor:
         """B x C x T x H x W normalised frames (0 past each length) -> B x classes."""
@@ -66,7 +70,8 @@ class EfLip(nn.Module):
         padding = torch.arange(time, device=video.device) >= lengths.to(video.device)[:, None]  # B x T
         keep = (~padding).to(video.dtype)
         x = self.stem(video * keep[:, None, :, None, None])
-        frames = self.stages(x.transpose(1, 2)[~padding])  # only real frames: N x C x h x w
+        frames = x.transpose(1, 2)[~padding].contiguous(memory_format=torch.channels_last)  # real frames only
+        frames = self.stages(frames)  # N x C x h x w
         features = F.glu(self.head(frames).mean(dim=(2, 3)), dim=-1)
         x = features.new_zeros(batch, time, features.shape[-1])
         x[~padding] = features

@@ -63,6 +63,23 @@ def test_a_sample_s_output_does_not_depend_on_the_rest_of_its_batch(with_boundar
     assert not torch.allclose(a[1], b[1], atol=1e-3)  # the check can fail: other samples do change
 
 
+def test_the_per_frame_network_runs_channels_last_and_matches_the_default_layout():
+    torch.manual_seed(0)
+    model = eflip().eval()
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    reference = eflip().eval()
+    reference.load_state_dict(model.state_dict())
+    for module in reference.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.to(memory_format=torch.contiguous_format)
+            module.register_forward_pre_hook(lambda _, args: (args[0].contiguous(),))
+    video = torch.randint(0, 256, (2, 1, 5, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    batch = {"video": video, "video_lengths": torch.tensor([5, 3]), "labels": torch.tensor([0, 1])}
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch)["logits"], reference(batch)["logits"], rtol=1e-5, atol=1e-5)
+
+
 def test_training_mode_mixes_pairs_and_every_parameter_learns():
     model = eflip(boundary=True).train()
     model.mixup_alpha = 0.4
