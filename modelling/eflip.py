@@ -59,8 +59,9 @@ class EfLip(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = cfg["bn_momentum"]
-        # The per-frame 2D network runs channels-last: a training step 1.24x as fast on one CPU thread and
-        # 1.07x on two (benchmarks/train_step.py), and the layout GPU convolutions prefer under autocast.
+        # The per-frame 2D network runs channels-last: an EfLip-T training step 1.16x as fast on one or two CPU
+        # threads (benchmarks/train_step.py, variant channels-first), and the layout GPU convolutions prefer
+        # under autocast.
         self.stages.to(memory_format=torch.channels_last)
         self.head.to(memory_format=torch.channels_last)
 
