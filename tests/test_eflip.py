@@ -13,7 +13,7 @@ import prediction
 from conftest import ROOT, entry_command, run
 from dataset import build_dataset, video_sample
 from dataset.loader import collate
-from dataset.lrw import LrwDataset, read_duration, read_npz, word_boundary, word_classes
+from dataset.lrw import LrwDataset, read_duration, read_npz, square_frames, word_boundary, word_classes
 from modelling import build_model
 from modelling.eflip import EfLip
 from utils.checkpoint import save_atomic
@@ -78,6 +78,15 @@ def test_the_per_frame_network_runs_channels_last_and_matches_the_default_layout
     batch = {"video": video, "video_lengths": torch.tensor([5, 3]), "labels": torch.tensor([0, 1])}
     with torch.no_grad():
         torch.testing.assert_close(model(batch)["logits"], reference(batch)["logits"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", ["t", "s", "b"])
+def test_the_full_configs_cut_the_mouth_region_of_lrw_s_256_pixel_face_tracks(size):
+    cfg = load_config(ROOT / f"experiments/configs/EfLip/lrw_{size}.yaml", [], check_paths=False)
+    frames = np.zeros((29, 256, 256, 3), np.uint8)
+    frames[:, 115:211, 79:175] = 200  # the fixed mouth region LRW code cuts
+    out = square_frames(frames, cfg["data"]["input"], cfg["model"]["EfLip"]["in_channels"], "clip.mp4")
+    assert out.shape == (29, 96, 96, 1) and (out == 200).all()
 
 
 def test_training_mode_mixes_pairs_and_every_parameter_learns():
