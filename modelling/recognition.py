@@ -36,7 +36,8 @@ class RecognitionNetwork(nn.Module):
                               f"got {cfg['input_convention']!r}")
         self.input_convention = cfg["input_convention"]
         self.augmentation = augmentation_config(cfg["augmentation"])
-        self.frontend = build_frontend(cfg)
+        # A whole-network checkpoint (load_ckpt, below) replaces every frontend weight: no pretrained load first.
+        self.frontend = build_frontend(cfg, pretrained=not cfg["load_ckpt"])
         head = cfg["visual_head"]
         self.visual_head = VisualHead(
             num_glosses, self.frontend.out_channels, hidden_size=head["hidden_size"], ff_size=head["ff_size"],
