@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 from dataset import sign_dataset_cfg
-from dataset.feature_cache import cache_level, claim, provenance, sample_file, write_index, write_sample
+from dataset.feature_cache import cache_level, claim, expected_meta, sample_file, write_index, write_sample
 from dataset.sign import SignDataset
 from dataset.sign_translation import recognition_glosses
 from modelling import spatial_augmentation
 from modelling.recognition import RecognitionNetwork
-from utils.checkpoint import weights_fingerprint
 from utils.cli import base_parser, run_main
 from utils.config import load_config
 from utils.distributed import DistInfo, all_reduce_sum, gather_objects, init_distributed, shutdown
@@ -63,9 +62,7 @@ def extract(cfg: dict[str, Any], splits: Sequence[str], dtype: str, dist: DistIn
     model = RecognitionNetwork({**network, "augmentation": spatial_augmentation(cfg)}, len(glosses))
     model.to(dist.device).eval()
     cache_dir = Path(data["feature_cache"])
-    meta = {**provenance(cfg, weights_fingerprint(model.frontend.state_dict()),
-                         weights_fingerprint(model.visual_head.state_dict())),
-            "dtype": dtype, "checkpoint": network["load_ckpt"],
+    meta = {**expected_meta(cfg), "dtype": dtype, "checkpoint": network["load_ckpt"],
             "feature_size": model.frontend.out_channels if level == "frontend"
             else model.visual_head.hidden_size + model.visual_head.num_classes}
     if dist.is_main:
