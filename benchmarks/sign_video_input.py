@@ -86,7 +86,8 @@ def loader_stage(spec: str, generator: torch.Generator) -> tuple[torch.Tensor, t
 def ours(spec: str, cfg: dict, generator: torch.Generator) -> torch.Tensor:
     """The loader stage, then what RecognitionNetwork.forward does on the training device (here the CPU)."""
     video, lengths = loader_stage(spec, generator)
-    return to_model_input(augment_batch(video, lengths, cfg, True, generator), "slrt_bgr")
+    video, colours = augment_batch(video, lengths, cfg, True, generator)
+    return to_model_input(video, "slrt_bgr", colours)
 
 
 def slrt_way(spec: str, cfg: dict, generator: torch.Generator, archives: dict) -> torch.Tensor:

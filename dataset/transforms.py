@@ -2,8 +2,9 @@
 
 Temporal resampling works on frame indices, before decoding (`temporal_indices`); the spatial and
 colour steps work on a padded uint8 batch B x C x T x H x W with per-sample lengths
-(`augment_batch`), and `to_model_input` makes the float input a backbone expects. All randomness
-comes from one CPU `torch.Generator`, so a seed gives the same output on the CPU and on a GPU.
+(`augment_batch`), and `to_model_input` makes the float input a backbone expects, applying the colour
+jitter as it does. All randomness comes from one CPU `torch.Generator`, so a seed gives the same output
+on the CPU and on a GPU.
 
 `augment_batch`'s cfg keys (missing keys take `DEFAULT_AUGMENTATION`, SLRT's Phoenix-2014T S2G):
     img_size      output side; clips come out img_size x img_size
@@ -80,20 +81,26 @@ def stack_clips(clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch.permute(0, 4, 1, 2, 3), lengths
 
 
+Colour = tuple[torch.Tensor, torch.Tensor]  # 3 x 3 matrix, T x 3 offset: clamp(matrix @ rgb + offset, 0, 255)
+
+
 def augment_batch(
     video: torch.Tensor, lengths: torch.Tensor, cfg: dict[str, Any] | None, train: bool,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """B x C x T x H x W uint8 -> B x C x T x S x S uint8 (S = img_size), on video's device.
+) -> tuple[torch.Tensor, list[Colour | None]]:
+    """B x C x T x H x W uint8 -> B x C x T x S x S uint8 (S = img_size) on video's device, and colours.
 
     Training: one RandomResizedCrop box, one colour jitter and one flip decision per clip, the same
     for all of its frames; evaluation: the centre crop, resized. Frames past a clip's length stay 0.
+    The colour jitter of clip b is returned as colours[b] (None: not jittered), for `to_model_input`
+    to apply as it makes the floats, so that no clip is converted to floats twice.
     """
     cfg = augmentation_config(cfg)
     size = cfg["img_size"]
     batch, channels, frames, height, width = video.shape
     out = torch.zeros((batch, frames, size, size, channels), dtype=torch.uint8, device=video.device)
     out = out.permute(0, 4, 1, 2, 3)
+    colours: list[Colour | None] = [None] * batch
     for b in range(batch):
         if int(lengths[b]) == 0:
             continue
@@ -107,26 +114,59 @@ def augment_batch(
         if train:
             jitter = cfg["color_jitter"]
             if float(torch.rand(1, generator=generator)) < jitter["p"]:
-                clip = color_jitter(clip, jitter, generator)
+                colours[b] = color_jitter(clip, jitter, generator)
             if float(torch.rand(1, generator=generator)) < cfg["hflip"]:
                 clip = clip.flip(-1)
         out[b, :, : clip.shape[0]] = clip.transpose(0, 1)
-    return out
+    return out, colours
 
 
-def to_model_input(video: torch.Tensor, convention: str) -> torch.Tensor:
+def to_model_input(video: torch.Tensor, convention: str, colours: list[Colour | None] | None = None
+                   ) -> torch.Tensor:
     """uint8 B x C(RGB) x T x H x W -> float32 in the layout and scale a backbone was trained with.
 
     slrt_bgr: BGR in [-1, 1] (SLRT's S3D); torchvision_rgb: RGB with Kinetics mean/std (torchvision's
-    video models).
+    video models). colours[b] (from `augment_batch`) recolours the first frames of clip b it covers.
+    Every output channel is an affine map of the uint8 channels, written plane by plane straight from
+    uint8: no intermediate float copy of the batch.
     """
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"unknown input convention {convention!r}; known: {', '.join(CONVENTIONS)}")
     if convention == "slrt_bgr":
-        return video.flip(1).float().mul_(2 / 255).sub_(1)  # flipping uint8 moves a quarter of the bytes
-    if convention == "torchvision_rgb":
-        mean = torch.tensor(_KINETICS_MEAN, device=video.device).view(1, 3, 1, 1, 1)
-        std = torch.tensor(_KINETICS_STD, device=video.device).view(1, 3, 1, 1, 1)
-        return video.float().sub_(255 * mean).div_(255 * std)
-    raise ConfigError(f"unknown input convention {convention!r}; known: {', '.join(CONVENTIONS)}")
+        scale, shift = torch.full((3,), 2 / 255, dtype=torch.float64), torch.full((3,), -1.0, dtype=torch.float64)
+        source = torch.eye(3, dtype=torch.float64).flip(0)  # output channel d reads input channel 2 - d
+    else:
+        std, mean = torch.tensor(_KINETICS_STD, dtype=torch.float64), torch.tensor(_KINETICS_MEAN, dtype=torch.float64)
+        scale, shift, source = 1 / (255 * std), -mean / std, torch.eye(3, dtype=torch.float64)
+    scaling = scale[:, None] * source
+    # Channels-last like the uint8 batch: S3D's forward and backward ran 1.18x faster on it on a CPU.
+    out = torch.empty(video.shape, dtype=torch.float32, device=video.device, memory_format=torch.channels_last_3d)
+    bounds = torch.stack([shift, shift + 255 * scale], dim=1)  # [0, 255]: also keeps 255 from rounding past it
+    if colours is None or all(colour is None for colour in colours):
+        _affine_planes(video.transpose(0, 1), scaling, shift[:, None, None, None, None], bounds, out.transpose(0, 1))
+        return out
+    for b, colour in enumerate(colours):
+        recoloured = 0 if colour is None else len(colour[1])
+        if recoloured:
+            matrix, offset = colour
+            _affine_planes(video[b, :, :recoloured], scaling @ matrix,
+                           (offset @ scaling.T + shift).T[:, :, None, None], bounds, out[b, :, :recoloured])
+        if recoloured < video.shape[2]:
+            _affine_planes(video[b, :, recoloured:], scaling, shift[:, None, None, None], bounds, out[b, :, recoloured:])
+    return out
+
+
+def _affine_planes(x: torch.Tensor, matrix: torch.Tensor, offsets: torch.Tensor, bounds: torch.Tensor,
+                   out: torch.Tensor) -> None:
+    """out[d] = sum_c matrix[d, c] x[c] + offsets[d], clamped to bounds[d], for uint8 x and float out."""
+    offsets = offsets.to(out.device, torch.float32)
+    for d in range(len(out)):
+        terms = [(c, float(matrix[d, c])) for c in range(len(x)) if matrix[d, c] != 0] or [(0, 0.0)]
+        (first, weight), rest = terms[0], terms[1:]
+        torch.add(offsets[d], x[first], alpha=weight, out=out[d])
+        for c, weight in rest:
+            out[d].add_(x[c], alpha=weight)
+        out[d].clamp_(float(bounds[d, 0]), float(bounds[d, 1]))
 
 
 def augmentation_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
@@ -160,22 +200,21 @@ def crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def color_jitter(clip: torch.Tensor, strengths: dict[str, float], generator: torch.Generator | None
-                 ) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue in random order, one draw per clip (T x 3 x H x W).
+def color_jitter(clip: torch.Tensor, strengths: dict[str, float], generator: torch.Generator | None) -> Colour:
+    """Brightness, contrast, saturation and hue in random order, one draw per clip (T x 3 x H x W uint8).
 
-    The four steps are affine in RGB, so they are composed into one 3 x 3 matrix and a per-frame
-    offset and applied in a single pass (torchvision's HSV hue shift alone costs ~7 ms a 224 x 224
-    frame on a CPU core). Hue is the rotation about the grey axis, the linear form of the HSV
-    shift (exact at multiples of 1/3 turn), and values are clamped only at the end.
+    The four steps are affine in RGB, so they compose into one 3 x 3 matrix and a per-frame offset,
+    which `to_model_input` applies (torchvision's HSV hue shift alone costs ~7 ms a 224 x 224 frame
+    on a CPU core). Hue is the rotation about the grey axis, the linear form of the HSV shift (exact
+    at multiples of 1/3 turn), and values are clamped only at the end.
     """
     b, c, s = (1 + strengths[k] * (2 * float(torch.rand(1, generator=generator)) - 1)
                for k in ("brightness", "contrast", "saturation"))
     hue = strengths["hue"] * (2 * float(torch.rand(1, generator=generator)) - 1)
     gray = _GRAY.double()
     matrix, offset = torch.eye(3, dtype=torch.float64), torch.zeros(clip.shape[0], 3, dtype=torch.float64)
-    x = clip.permute(0, 2, 3, 1).float()  # channels last: the 3 x 3 product is one einsum
-    means = x.mean(dim=(1, 2)).double().cpu()  # T x 3
+    # The frame means in chunks: a float copy of the whole clip costs more in fresh pages than in sums.
+    means = torch.cat([chunk.float().mean(dim=(2, 3)) for chunk in clip.split(8)]).double().cpu()  # T x 3
     for step in torch.randperm(4, generator=generator).tolist():
         if step == 0:
             matrix, offset = b * matrix, b * offset
@@ -185,9 +224,7 @@ def color_jitter(clip: torch.Tensor, strengths: dict[str, float], generator: tor
         else:
             m = _saturation_matrix(s, gray) if step == 2 else _hue_matrix(hue)
             matrix, offset = m @ matrix, offset @ m.T
-    x = torch.einsum("thwc,dc->thwd", x, matrix.float().to(x.device))
-    x.add_(offset.float().to(x.device)[:, None, None, :])
-    return x.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 3, 1, 2)
+    return matrix, offset
 
 
 def _saturation_matrix(s: float, gray: torch.Tensor) -> torch.Tensor:

@@ -59,8 +59,8 @@ class RecognitionNetwork(nn.Module):
     def frontend_features(self, video: torch.Tensor, lengths: torch.Tensor,
                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """B x T' x C frontend features and their lengths from a padded uint8 batch (augmented in training)."""
-        video = augment_batch(video, lengths, self.augmentation, self.training, generator)
-        return self.frontend(to_model_input(video, self.input_convention), lengths)
+        video, colours = augment_batch(video, lengths, self.augmentation, self.training, generator)
+        return self.frontend(to_model_input(video, self.input_convention, colours), lengths)
 
     def head_outputs(self, features: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
                      label_lengths: torch.Tensor) -> dict[str, Any]:
