@@ -25,7 +25,8 @@ setup(
         "matplotlib>=3.7",  # python -m utils.plots: learning curves, CTC alignments, confusions
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "scikit-image>=0.22"],  # skimage.data.astronaut(): a real face
+        # skimage.data.astronaut(): a real face; pyctcdecode: tests run benchmarks/ctc_decoding.py against it
+        "test": ["pytest>=8", "hypothesis>=6.100", "scikit-image>=0.22", "pyctcdecode>=0.5"],
         # mouth crops (python -m dataset.preprocess_lip): mediapipe 0.10.14 has the solutions API and its wheel
         # carries the face mesh models, so it runs offline
         "lip": ["mediapipe==0.10.14"],

@@ -54,7 +54,7 @@ from modelling.visual_head import VisualHead  # noqa: E402
 from utils.ctc import ctc_loss  # noqa: E402
 
 CHANNELS, GLOSSES, SPLIT = 832, 1124, "train"
-META = {"frontend_sha256": "synthetic", "preprocessing": {}}
+META = {"level": "frontend", "frontend_sha256": "synthetic", "head_sha256": None, "preprocessing": {}}
 PHOENIX_TRAIN = 7096
 PHOENIX_FRAMES = (116.6, 49.9, 16)  # mean, sd, min frames of the Phoenix-2014T train annotations
 
