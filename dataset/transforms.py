@@ -165,8 +165,8 @@ def _recolour(clip: torch.Tensor, convention: str, colour: Colour, out: torch.Te
     else:
         std, mean = torch.tensor(_KINETICS_STD, dtype=torch.float64), torch.tensor(_KINETICS_MEAN, dtype=torch.float64)
         scale, shift, source = 1 / (255 * std), -mean / std, torch.eye(3, dtype=torch.float64)
-    matrix, offset = colour
-    matrix, offset = scale[:, None] * source @ matrix, (offset @ (scale[:, None] * source).T + shift).T
+    scaling = scale[:, None] * source
+    matrix, offset = scaling @ colour[0], (colour[1] @ scaling.T + shift).T
     offset = offset.to(out.device, torch.float32)[:, :, None, None]  # 3 x T x 1 x 1
     for d in range(3):
         terms = [(c, float(matrix[d, c])) for c in range(3) if matrix[d, c] != 0] or [(0, 0.0)]
