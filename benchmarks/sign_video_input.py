@@ -2,6 +2,7 @@
 
     python benchmarks/sign_video_input.py --quick          # under a minute on 2 CPU cores
     python benchmarks/sign_video_input.py --clips 4 --repeats 5
+    python benchmarks/sign_video_input.py --clips 4 --repeats 5 --device cuda   # augmentation on a GPU
 
 Generates its own clips (100 frames of 260 x 210, Phoenix's frame size, as mp4, png folders and a
 zip of pngs) in a temporary folder. Every way takes the same training frame indices
@@ -9,11 +10,11 @@ zip of pngs) in a temporary folder. Every way takes the same training frame indi
 (crop area 0.7-1, ratio 0.75-1.3, colour jitter 0.4/0.4/0.4/0.1 on every clip by default: the
 worst case) and ends at the float BGR [-1, 1] input of SLRT's S3D. "ours" is `open_video` + `stack_clips`
 + `augment_batch` + `to_model_input`; "loader stage" is its first half, the part our DataLoader
-workers do (augmentation runs in the model's forward, on the GPU when training has one); the baseline reads PNGs from the zip with PIL and
-augments frame by frame in float as SLRT does; "decord decode only" is the floor. Each repeat
-times every way, alternating the order; the medians and ratios are printed. Torch runs on one
-thread by default, as in a DataLoader worker (on a shared 2-core machine two threads made the
-per-frame baseline erratic).
+workers do (augmentation runs in the model's forward, on the GPU when training has one: `--device`);
+the baseline reads PNGs from the zip with PIL and augments frame by frame in float as SLRT does;
+"decord decode only" is the floor. Each repeat times every way, alternating the order; the medians
+and ratios are printed. Torch runs on one thread by default, as in a DataLoader worker (on a shared
+2-core machine two threads made the per-frame baseline erratic).
 """
 from __future__ import annotations
 
@@ -83,11 +84,14 @@ def loader_stage(spec: str, generator: torch.Generator) -> tuple[torch.Tensor, t
     return stack_clips([source.read(temporal_indices(source.num_frames, True, generator=generator))])
 
 
-def ours(spec: str, cfg: dict, generator: torch.Generator) -> torch.Tensor:
-    """The loader stage, then what RecognitionNetwork.forward does on the training device (here the CPU)."""
+def ours(spec: str, cfg: dict, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The loader stage, then what RecognitionNetwork.forward does on the training device."""
     video, lengths = loader_stage(spec, generator)
-    video, colours = augment_batch(video, lengths, cfg, True, generator)
-    return to_model_input(video, "slrt_bgr", colours)
+    video, colours = augment_batch(video.to(device), lengths, cfg, True, generator)
+    out = to_model_input(video, "slrt_bgr", colours)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the clip is ready only when its kernels have run
+    return out
 
 
 def slrt_way(spec: str, cfg: dict, generator: torch.Generator, archives: dict) -> torch.Tensor:
@@ -128,7 +132,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jitter-p", type=float, default=1.0, help="colour jitter probability (SLRT: 0.3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1, as in a DataLoader worker)")
+    parser.add_argument("--device", default="cpu", help="where our augmentation runs, as the training device "
+                        "(cuda: the decode stays on the CPU, as in our DataLoader workers)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     count, repeats = (1, 3) if args.quick else (args.clips, args.repeats)
     sources = write_sources(Path(tempfile.mkdtemp()), count)
@@ -136,9 +143,9 @@ def main() -> None:
     archives: dict = {}
     ways = {
         "decord decode only": ([s["mp4"] for s in sources], lambda spec, g: open_video(spec).read(range(FRAMES))),
-        "ours, mp4": ([s["mp4"] for s in sources], lambda spec, g: ours(spec, cfg, g)),
-        "ours, png folder": ([s["folder"] for s in sources], lambda spec, g: ours(spec, cfg, g)),
-        "ours, zip of png": ([s["zip"] for s in sources], lambda spec, g: ours(spec, cfg, g)),
+        "ours, mp4": ([s["mp4"] for s in sources], lambda spec, g: ours(spec, cfg, g, device)),
+        "ours, png folder": ([s["folder"] for s in sources], lambda spec, g: ours(spec, cfg, g, device)),
+        "ours, zip of png": ([s["zip"] for s in sources], lambda spec, g: ours(spec, cfg, g, device)),
         "loader stage, mp4": ([s["mp4"] for s in sources], loader_stage),
         "loader stage, zip": ([s["zip"] for s in sources], loader_stage),
         "SLRT way, zip of png": ([s["zip"] for s in sources], lambda spec, g: slrt_way(spec, cfg, g, archives)),
@@ -149,7 +156,8 @@ def main() -> None:
             rates[name].append(clips_per_second(ways[name][1], ways[name][0], seed=r))
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(f"{count} clips of {FRAMES} frames {HEIGHT}x{WIDTH} -> training input 224x224, colour jitter p "
-          f"{args.jitter_p}, torch threads {torch.get_num_threads()}, {repeats} repeats (median):")
+          f"{args.jitter_p}, torch threads {torch.get_num_threads()}, our augmentation on {device}, {repeats} "
+          "repeats (median):")
     for name, value in medians.items():
         print(f"  {name:<22} {value:7.2f} clips/s  {value / medians['SLRT way, zip of png']:5.2f}x SLRT way"
               f"  {value / medians['decord decode only']:5.2f} of decode only")
